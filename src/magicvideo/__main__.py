@@ -1,0 +1,5 @@
+import sys
+
+from magicvideo.cli import main
+
+sys.exit(main())
