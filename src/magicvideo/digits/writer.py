@@ -6,35 +6,13 @@ import csv
 import random
 from pathlib import Path
 
-import av
 import numpy as np
 from tqdm import tqdm
 
 from magicvideo.digits.data import NATIVE_FPS, NATIVE_FRAMES, render, sample_clip, to_uint8
+from magicvideo.video_io import write_video
 
 CSV_COLUMNS = ("path", "caption", "fps", "digit", "direction", "source")
-
-
-def write_mp4(path: str | Path, frames: np.ndarray, fps: int, crf: int = 12) -> None:
-    """Grayscale (F, H, W) or RGB (F, H, W, 3) uint8 frames to an H.264 mp4 (yuv420p)."""
-    if frames.ndim == 3:
-        frames = np.repeat(frames[..., None], 3, axis=-1)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode())
-
-
-def read_mp4(path: str | Path) -> tuple[np.ndarray, float]:
-    """Frames (F, H, W, 3) uint8 and the frame rate of a video."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
-        return frames, float(stream.average_rate)
 
 
 def write_dataset(
@@ -60,7 +38,8 @@ def write_dataset(
     for i in tqdm(range(num_clips), desc=f"digits {split}", disable=not progress):
         spec = sample_clip(rng, split, two_digit_prob=two_digit_prob)
         rel = f"videos/{split}_{i:06d}.mp4"
-        write_mp4(out / rel, to_uint8(render(spec, times)), NATIVE_FPS, crf=crf)
+        frames = to_uint8(render(spec, times))
+        write_video(out / rel, np.repeat(frames[..., None], 3, axis=-1), NATIVE_FPS, crf=crf)
         rows.append(
             {
                 "path": rel,

@@ -1,0 +1,219 @@
+"""Score generated digit videos: right digit, right direction, and motion that follows the fps.
+
+For clips meant to show digit ``d`` moving in direction ``r`` at frame rate ``fps``:
+
+- ``digit_accuracy`` / ``direction_accuracy``: the shipped :mod:`classifier`'s predictions;
+- ``motion_direction_accuracy``: the direction of the fitted centre-of-mass velocity
+  (no learned model involved);
+- ``displacement``: the speed of the digit's centre of mass, in pixels per frame on the
+  64x64 canvas (least-squares slope of its track), against the ``expected`` displacement
+  ``SPEED * NATIVE_FPS / fps`` of the training data: ``displacement_rel_error`` is
+  ``|measured - expected| / expected`` averaged over clips, ``displacement_correlation`` the
+  Pearson correlation of measured and expected over all clips (needs several fps).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from magicvideo.digits.classifier import DigitClassifier, classify, load_classifier, prepare_clips
+from magicvideo.digits.data import (
+    DIRECTION_NAMES,
+    DIRECTIONS,
+    NATIVE_FPS,
+    SPEED,
+    canonical_prompts,
+    parse_caption,
+    render,
+    sample_clip,
+)
+
+_UNITS = np.array([DIRECTIONS[name] for name in DIRECTION_NAMES])
+
+
+def expected_displacement(fps) -> np.ndarray:
+    """Pixels per frame that the training data moves at frame rate ``fps``."""
+    return SPEED * NATIVE_FPS / np.asarray(fps, np.float64)
+
+
+def centre_of_mass(clips) -> np.ndarray:
+    """(N, F, 2) centre of mass (x, y) in pixels of the 64x64 grayscale frames, after removing
+    each frame's median (background) level."""
+    x = prepare_clips(clips).squeeze(1).double().numpy()  # (N, F, H, W)
+    n, f, h, w = x.shape
+    mass = np.clip(x - np.median(x.reshape(n, f, -1), axis=-1)[..., None, None], 0, None)
+    total = mass.sum(axis=(2, 3))
+    total = np.where(total > 0, total, np.nan)
+    cx = (mass.sum(axis=2) * np.arange(w)).sum(-1) / total
+    cy = (mass.sum(axis=3) * np.arange(h)).sum(-1) / total
+    return np.stack([cx, cy], axis=-1)
+
+
+def fit_velocity(track: np.ndarray) -> np.ndarray:
+    """(N, 2) least-squares velocity (pixels per frame) of (N, F, 2) tracks."""
+    f = track.shape[1]
+    t = np.arange(f) - (f - 1) / 2
+    centred = track - track.mean(axis=1, keepdims=True)
+    return (centred * t[None, :, None]).sum(axis=1) / (t**2).sum()
+
+
+def _direction_indices(directions) -> np.ndarray:
+    return np.array([DIRECTION_NAMES.index(r) if isinstance(r, str) else int(r) for r in directions], np.int64)
+
+
+def evaluate_clips(
+    clips,
+    digits: Sequence[int],
+    directions: Sequence,
+    fps: Sequence[float],
+    classifier: DigitClassifier | None = None,
+) -> dict:
+    """Metrics of clips (N, F, H, W[, C]) against their intended digit, direction (name or
+    index into DIRECTION_NAMES) and fps; overall and under ``per_fps``."""
+    classifier = classifier or load_classifier()
+    digits = np.asarray(digits, np.int64)
+    directions = _direction_indices(directions)
+    fps = np.asarray(fps, np.float64)
+    pred_digit, pred_direction = classify(classifier, clips)
+    velocity = fit_velocity(centre_of_mass(clips))
+    speed = np.linalg.norm(velocity, axis=-1)
+    motion_direction = np.argmax(velocity @ _UNITS.T, axis=-1)
+    expected = expected_displacement(fps)
+
+    def summary(m: np.ndarray) -> dict:
+        return {
+            "clips": int(m.sum()),
+            "digit_accuracy": float((pred_digit[m] == digits[m]).mean()),
+            "direction_accuracy": float((pred_direction[m] == directions[m]).mean()),
+            "motion_direction_accuracy": float((motion_direction[m] == directions[m]).mean()),
+            "displacement": float(np.nanmean(speed[m])),
+            "expected_displacement": float(expected[m].mean()),
+            "displacement_rel_error": float(np.nanmean(np.abs(speed[m] - expected[m]) / expected[m])),
+        }
+
+    result = summary(np.ones(len(digits), bool))
+    ok = np.isfinite(speed)
+    several = ok.sum() > 1 and np.ptp(expected[ok]) > 0 and np.ptp(speed[ok]) > 0
+    result["displacement_correlation"] = float(np.corrcoef(speed[ok], expected[ok])[0, 1]) if several else float("nan")
+    result["per_fps"] = {f"{v:g}": summary(fps == v) for v in sorted(set(fps.tolist()))}
+    return result
+
+
+Generator = Callable[[list[str], float, int], np.ndarray]
+"""generate(prompts, fps, seed) -> clips (B, F, H, W, C) in [0, 1] or uint8."""
+
+
+def evaluation_jobs(
+    prompts: Sequence[str] | None = None,
+    fps_values: Sequence[float] = (8, 12, 24),
+    seeds: int = 1,
+    limit: int | None = None,
+) -> list[dict]:
+    """The (prompt, digit, direction, fps, seed) jobs of an evaluation: every prompt (default:
+    the canonical prompts over all digits and directions) at every fps and seed, optionally a
+    fixed random subset of ``limit``. Raises ValueError for prompts that are not digit captions
+    of one digit."""
+    if prompts is None:
+        labelled = [(p, d, r) for p, d, r in canonical_prompts()]
+    else:
+        labelled = []
+        for prompt in prompts:
+            parsed = parse_caption(prompt)
+            if len(parsed) != 1:
+                raise ValueError(f"evaluation prompts describe one digit: {prompt!r}")
+            labelled.append((prompt, *parsed[0]))
+    jobs = [
+        {"prompt": p, "digit": d, "direction": r, "fps": float(f), "seed": s}
+        for s in range(seeds)
+        for f in fps_values
+        for p, d, r in labelled
+    ]
+    if limit is not None and limit < len(jobs):
+        keep = sorted(random.Random(0).sample(range(len(jobs)), limit))
+        jobs = [jobs[i] for i in keep]
+    return jobs
+
+
+def evaluate_generator(
+    generate: Generator,
+    jobs: list[dict],
+    batch_size: int = 8,
+    classifier: DigitClassifier | None = None,
+    progress: bool = True,
+) -> dict:
+    """Generate every job's clip (batched by fps and seed) and score them with :func:`evaluate_clips`."""
+    groups: dict[tuple[float, int], list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault((job["fps"], job["seed"]), []).append(i)
+    clips: list[np.ndarray | None] = [None] * len(jobs)
+    bar = tqdm(total=len(jobs), desc="generating", disable=not progress)
+    for (fps, seed), members in groups.items():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            out = np.asarray(generate([jobs[i]["prompt"] for i in chunk], fps, seed * 100003 + start))
+            for i, clip in zip(chunk, out):
+                clips[i] = clip
+            bar.update(len(chunk))
+    bar.close()
+    return evaluate_clips(
+        np.stack(clips),
+        [j["digit"] for j in jobs],
+        [j["direction"] for j in jobs],
+        [j["fps"] for j in jobs],
+        classifier=classifier,
+    )
+
+
+def format_table(metrics: dict) -> str:
+    """A plain-text table of :func:`evaluate_clips` metrics, one row per fps and overall."""
+    cols = ("clips", "digit_accuracy", "direction_accuracy", "motion_direction_accuracy",
+            "displacement", "expected_displacement", "displacement_rel_error")
+    heads = ("fps", "clips", "digit acc", "direction acc", "motion dir acc", "disp px/f", "expected", "rel err")
+    rows = [[k] + [metrics["per_fps"][k][c] for c in cols] for k in metrics["per_fps"]]
+    rows.append(["all"] + [metrics[c] for c in cols])
+    text = [[str(r[0]), str(r[1])] + [f"{v:.3f}" for v in r[2:]] for r in rows]
+    widths = [max(len(h), *(len(t[i]) for t in text)) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(t, widths)) for t in text]
+    lines.append(f"displacement correlation (measured vs expected): {metrics['displacement_correlation']:.3f}")
+    return "\n".join(lines)
+
+
+def real_clip_generator(split: str = "test", num_frames: int = 16) -> Generator:
+    """A stand-in generator that renders real clips of ``split`` digits for each prompt at the
+    requested fps: the ceiling that :func:`evaluate_generator` scores a perfect model at."""
+
+    def generate(prompts: list[str], fps: float, seed: int) -> np.ndarray:
+        rng = random.Random(seed)
+        stride = NATIVE_FPS / fps
+        clips = []
+        for prompt in prompts:
+            (digit, direction), = parse_caption(prompt)
+            spec = sample_clip(rng, split, span=(num_frames - 1) * stride, digit=digit, direction=direction)
+            clips.append(render(spec, np.arange(num_frames) * stride))
+        return np.repeat(np.stack(clips)[..., None], 3, axis=-1)
+
+    return generate
+
+
+def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float = 7.5, num_frames: int = 16) -> Generator:
+    """A :data:`Generator` from a :class:`magicvideo.MagicVideoPipeline`."""
+    import torch
+
+    def generate(prompts: list[str], fps: float, seed: int) -> np.ndarray:
+        out = pipe(
+            prompts,
+            num_frames=num_frames,
+            fps=fps,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+        )
+        return out.frames
+
+    return generate
