@@ -44,6 +44,19 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (x * gain + offset * (1 - x) + noise).clamp(0, 1)
 
 
+def jitter(theta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Compose crop transforms (B, K, 2, 3) with a random rotation (+-12 deg), scale (0.9-1.1)
+    and shift (+-1.5 px of a 32 px crop): handwriting variety beyond the 400 digits a class."""
+    shape = theta.shape[:2]
+    angle = (torch.rand(shape, generator=generator) * 2 - 1) * math.radians(12)
+    scale = 0.9 + 0.2 * torch.rand(shape, generator=generator)
+    shift = (torch.rand(*shape, 2, generator=generator) * 2 - 1) * (1.5 / 16)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, K, 2, 2)
+    linear = theta[..., :2]
+    return torch.cat([linear @ rot, (linear @ shift[..., None]) + theta[..., 2:]], dim=-1)
+
+
 def evaluate_classifier(model: DigitClassifier, clips: dict) -> dict:
     """Digit and direction accuracy overall and per fps on a :func:`generate_clips` batch."""
     digit, direction = classify(model, clips["frames"])
@@ -91,8 +104,13 @@ def train_classifier(
     bar = tqdm(range(steps), desc="classifier", disable=not progress)
     for _ in bar:
         idx = torch.randint(0, pool_size, (batch_size,), generator=generator)
-        digit_logits, direction_logits = model(augment(frames[idx], generator))
-        loss = F.cross_entropy(digit_logits, digits[idx]) + F.cross_entropy(direction_logits, directions[idx])
+        video = augment(frames[idx], generator)
+        # the digit branch learns from one random frame per clip, on jittered crops
+        t = torch.randint(0, video.shape[2], (batch_size,), generator=generator)
+        one = video[torch.arange(batch_size), 0, t].unsqueeze(1)
+        crops = model.crops(one, jitter(model.crop_transforms(one), generator))
+        loss = F.cross_entropy(model.digit_logits(crops), digits[idx])
+        loss = loss + F.cross_entropy(model.direction_logits(video), directions[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
