@@ -15,7 +15,6 @@ from diffusers import (
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
-    PNDMScheduler,
 )
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -34,7 +33,6 @@ SCHEDULERS = {
     "ddpm": DDPMScheduler,
     "dpm++": DPMSolverMultistepScheduler,
     "euler": EulerDiscreteScheduler,
-    "pndm": PNDMScheduler,
 }
 
 
@@ -159,9 +157,10 @@ class MagicVideoPipeline(DiffusionPipeline):
 
         `fps` conditions motion per frame (lower fps = more motion per frame).
         `guidance_scale` > 1 enables classifier-free guidance against `negative_prompt`."""
-        num_frames = num_frames or self.unet.config.num_frames
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        default_size = self.unet.config.sample_size * self.vae_scale_factor
+        num_frames = self.unet.config.num_frames if num_frames is None else num_frames
+        height = default_size if height is None else height
+        width = default_size if width is None else width
         self.check_inputs(prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale, fps)
         if output_type not in ("np", "pt", "pil", "latent"):
             raise ValueError(f"output_type: must be one of 'np', 'pt', 'pil', 'latent', got {output_type!r}")

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                    "lower = more motion per frame (default: 8)")
     p.add_argument("--height", type=int, help="frame height in pixels (default: the model's)")
     p.add_argument("--width", type=int, help="frame width in pixels (default: the model's)")
-    p.add_argument("--scheduler", help="sampler: ddim, ddpm, dpm++, euler, pndm (default: the model's own)")
+    p.add_argument("--scheduler", help="sampler: ddim, ddpm, dpm++ (DPM-Solver++), euler (default: the model's own)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="weights precision (default: fp16 on cuda, fp32 on cpu)")
     p.set_defaults(func=run)
