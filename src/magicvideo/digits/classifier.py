@@ -102,17 +102,17 @@ class DigitClassifier(ModelMixin, ConfigMixin):
         return self.digit_logits(crops), self.direction_logits(video)
 
 
-def prepare_clips(clips, num_frames: int = NUM_FRAMES, size: int = CANVAS) -> torch.Tensor:
+def prepare_clips(clips, num_frames: int | None = NUM_FRAMES, size: int = CANVAS) -> torch.Tensor:
     """Clips (N, F, H, W), (N, F, H, W, 1) or (N, F, H, W, 3), uint8 or float in [0, 1] ->
     (N, 1, num_frames, size, size) float32 in [0, 1]: grayscale by channel mean, resized,
-    and ``num_frames`` frames taken uniformly if F differs."""
+    and ``num_frames`` frames taken uniformly if F differs (``None`` keeps all F)."""
     x = torch.as_tensor(np.asarray(clips))
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     if x.ndim == 5:
         x = x.mean(dim=-1)
     if x.ndim != 4:
         raise ValueError(f"clips must be (N, F, H, W[, C]), got shape {tuple(x.shape)}")
-    if x.shape[1] != num_frames:
+    if num_frames is not None and x.shape[1] != num_frames:
         x = x[:, torch.linspace(0, x.shape[1] - 1, num_frames).round().long()]
     if x.shape[-2:] != (size, size):
         n, f = x.shape[:2]

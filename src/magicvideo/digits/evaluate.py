@@ -41,11 +41,15 @@ def expected_displacement(fps) -> np.ndarray:
 
 
 def centre_of_mass(clips) -> np.ndarray:
-    """(N, F, 2) centre of mass (x, y) in pixels of the 64x64 grayscale frames, after removing
-    each frame's median (background) level."""
-    x = prepare_clips(clips).squeeze(1).double().numpy()  # (N, F, H, W)
+    """(N, F, 2) centre of mass (x, y) in pixels of the 64x64 grayscale frames, counting only
+    what rises above each frame's background: its median plus 3 robust standard deviations
+    (1.4826 * median absolute deviation), so background noise does not pull it to the centre."""
+    x = prepare_clips(clips, num_frames=None).squeeze(1).double().numpy()  # (N, F, H, W)
     n, f, h, w = x.shape
-    mass = np.clip(x - np.median(x.reshape(n, f, -1), axis=-1)[..., None, None], 0, None)
+    flat = x.reshape(n, f, -1)
+    median = np.median(flat, axis=-1)
+    sigma = 1.4826 * np.median(np.abs(flat - median[..., None]), axis=-1)
+    mass = np.clip(x - (median + 3 * sigma)[..., None, None], 0, None)
     total = mass.sum(axis=(2, 3))
     total = np.where(total > 0, total, np.nan)
     cx = (mass.sum(axis=2) * np.arange(w)).sum(-1) / total
@@ -200,9 +204,12 @@ def real_clip_generator(split: str = "test", num_frames: int = 16) -> Generator:
     return generate
 
 
-def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float = 7.5, num_frames: int = 16) -> Generator:
-    """A :data:`Generator` from a :class:`magicvideo.MagicVideoPipeline`."""
+def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float = 7.5) -> Generator:
+    """A :data:`Generator` from a :class:`magicvideo.MagicVideoPipeline`: clips of 16 frames,
+    or of the model's frame count if it makes fewer."""
     import torch
+
+    num_frames = min(16, pipe.unet.config.num_frames)
 
     def generate(prompts: list[str], fps: float, seed: int) -> np.ndarray:
         out = pipe(

