@@ -74,7 +74,7 @@ def test_evaluation_jobs():
     assert len(jobs) == 80 * 2 * 2
     assert {(j["digit"], j["direction"]) for j in jobs} == {(d, r) for d in range(10) for r in DIRECTION_NAMES}
     assert len(evaluation_jobs(limit=10)) == 10 and evaluation_jobs(limit=10) == evaluation_jobs(limit=10)
-    custom = evaluation_jobs(["a 3 moving up", "handwritten seven drifting left"], fps_values=(12,))
+    custom = evaluation_jobs(["a 3 moving up", "a seven drifting left"], fps_values=(12,))
     assert [(j["digit"], j["direction"], j["fps"]) for j in custom] == [(3, "up", 12.0), (7, "left", 12.0)]
     with pytest.raises(ValueError):
         evaluation_jobs(["a horse running"])
@@ -115,3 +115,11 @@ def test_eval_command_runs_a_saved_pipeline(tiny_pipeline_dir, capsys):
     assert main(args) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["clips"] == 3 and 0.0 <= m["digit_accuracy"] <= 1.0 and 0.0 <= m["direction_accuracy"] <= 1.0
+    assert np.isfinite(m["displacement"]) and np.isfinite(m["displacement_rel_error"])
+
+
+def test_blank_clips_count_as_not_moving(classifier):
+    blank = np.zeros((2, 16, 64, 64), np.uint8)
+    m = evaluate_clips(blank, [1, 2], ["up", "right"], [8, 24], classifier)
+    assert m["displacement"] == 0.0 and m["displacement_rel_error"] == 1.0
+    assert m["motion_direction_accuracy"] == 0.0

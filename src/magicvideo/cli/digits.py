@@ -41,8 +41,9 @@ def register(subparsers) -> None:
         "diffusion_pytorch_model.safetensors and metrics.json to OUT.",
     )
     c.add_argument("out", type=Path, help="output directory for the weights")
-    c.add_argument("--steps", type=int, default=1500, help="optimisation steps (default: 1500)")
+    c.add_argument("--steps", type=int, default=2400, help="optimisation steps (default: 2400)")
     c.add_argument("--batch-size", type=int, default=32, help="clips per step (default: 32)")
+    c.add_argument("--digit-samples", type=int, default=2, help="frames per clip the digit branch learns from each step (default: 2)")
     c.add_argument("--pool", type=int, default=8000, help="training clips generated up front (default: 8000)")
     c.add_argument("--test-clips", type=int, default=2000, help="held-out clips to measure accuracy on (default: 2000)")
     c.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
@@ -92,12 +93,12 @@ def run_train_classifier(args) -> int:
 
     from magicvideo.digits.classifier_training import train_classifier
 
-    for name in ("steps", "batch_size", "pool", "test_clips", "threads"):
+    for name in ("steps", "batch_size", "digit_samples", "pool", "test_clips", "threads"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     metrics = train_classifier(
-        args.out, steps=args.steps, batch_size=args.batch_size, pool_size=args.pool,
+        args.out, steps=args.steps, batch_size=args.batch_size, digit_samples=args.digit_samples, pool_size=args.pool,
         test_clips=args.test_clips, lr=args.lr, seed=args.seed,
     )
     print(json.dumps({k: metrics[k] for k in ("clips", "digit_accuracy", "direction_accuracy", "per_fps")}, indent=2))

@@ -77,8 +77,9 @@ def evaluate_classifier(model: DigitClassifier, clips: dict) -> dict:
 
 def train_classifier(
     out: str | Path,
-    steps: int = 1500,
+    steps: int = 2400,
     batch_size: int = 32,
+    digit_samples: int = 2,
     pool_size: int = 8000,
     test_clips: int = 2000,
     lr: float = 2e-3,
@@ -105,11 +106,12 @@ def train_classifier(
     for _ in bar:
         idx = torch.randint(0, pool_size, (batch_size,), generator=generator)
         video = augment(frames[idx], generator)
-        # the digit branch learns from one random frame per clip, on jittered crops
-        t = torch.randint(0, video.shape[2], (batch_size,), generator=generator)
-        one = video[torch.arange(batch_size), 0, t].unsqueeze(1)
-        crops = model.crops(one, jitter(model.crop_transforms(one), generator))
-        loss = F.cross_entropy(model.digit_logits(crops), digits[idx])
+        # the digit branch learns from digit_samples random frames per clip, each a jittered crop
+        t = torch.randint(0, video.shape[2], (batch_size, digit_samples), generator=generator)
+        picked = video[torch.arange(batch_size)[:, None], 0, t]  # (B, digit_samples, H, W)
+        crops = model.crops(picked, jitter(model.crop_transforms(picked), generator))
+        crops = crops.reshape(-1, 1, *crops.shape[-2:])  # every crop its own example
+        loss = F.cross_entropy(model.digit_logits(crops), digits[idx].repeat_interleave(digit_samples))
         loss = loss + F.cross_entropy(model.direction_logits(video), directions[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -119,7 +121,7 @@ def train_classifier(
     model.eval()
     metrics = evaluate_classifier(model, generate_clips(test_clips, "test", seed=TEST_SEED))
     metrics.update(
-        steps=steps, batch_size=batch_size, pool_size=pool_size, seed=seed,
+        steps=steps, batch_size=batch_size, digit_samples=digit_samples, pool_size=pool_size, seed=seed,
         strides=list(STRIDES), fps=[NATIVE_FPS / s for s in STRIDES], test_seed=TEST_SEED,
     )
     out = Path(out)
