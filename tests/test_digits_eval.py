@@ -123,3 +123,17 @@ def test_blank_clips_count_as_not_moving(classifier):
     m = evaluate_clips(blank, [1, 2], ["up", "right"], [8, 24], classifier)
     assert m["displacement"] == 0.0 and m["displacement_rel_error"] == 1.0
     assert m["motion_direction_accuracy"] == 0.0
+
+
+def test_eval_command_scores_a_directory_of_videos(tmp_path, capsys):
+    from magicvideo.cli import main
+
+    assert main(["digits", "data", str(tmp_path), "--split", "test", "--clips", "4", "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert main(["digits", "eval", "--videos", str(tmp_path), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["clips"] == 4 and set(m["per_fps"]) == {"24"}
+    assert m["direction_accuracy"] == 1.0 and m["motion_direction_accuracy"] == 1.0
+    assert m["displacement"] == pytest.approx(SPEED, rel=0.02)
+    assert main(["digits", "eval", "--videos", str(tmp_path / "videos")]) == 2
+    assert "captions.csv" in capsys.readouterr().err

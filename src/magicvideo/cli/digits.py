@@ -62,6 +62,8 @@ def register(subparsers) -> None:
     source = e.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path, help="directory of a saved MagicVideoPipeline")
     source.add_argument("--real", action="store_true", help="score real held-out clips instead of a model (the metrics' ceiling)")
+    source.add_argument("--videos", type=Path, help="score existing videos instead: a directory with captions.csv (path,caption,fps), "
+                        "e.g. from `digits data` or saved generations; every video is scored whole at its fps")
     e.add_argument("--prompts", type=Path, help="text file, one caption per line (default: the canonical prompt for every digit and direction)")
     e.add_argument("--fps", type=float, nargs="+", default=[8.0, 12.0, 24.0], help="frame rates to condition on (default: 8 12 24)")
     e.add_argument("--seeds", type=int, default=1, help="seeds per prompt and fps (default: 1)")
@@ -136,11 +138,14 @@ def run_eval(args) -> int:
     if args.classifier is not None and not (args.classifier / "config.json").is_file():
         raise UserError(f"--classifier: {args.classifier} has no config.json")
     classifier = load_classifier(args.classifier)
-    if args.real:
-        generate = real_clip_generator()
+    if args.videos is not None:
+        metrics = evaluate_directory(args.videos, classifier)
     else:
-        generate = pipeline_generator(load_pipeline(args.model), args.steps, args.guidance)
-    metrics = evaluate_generator(generate, jobs, batch_size=args.batch_size, classifier=classifier)
+        if args.real:
+            generate = real_clip_generator()
+        else:
+            generate = pipeline_generator(load_pipeline(args.model), args.steps, args.guidance)
+        metrics = evaluate_generator(generate, jobs, batch_size=args.batch_size, classifier=classifier)
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
     return 0
 
@@ -154,3 +159,37 @@ def load_pipeline(path: Path):
     pipe = MagicVideoPipeline.from_pretrained(str(path))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def evaluate_directory(directory: Path, classifier) -> dict:
+    """Metrics of the videos listed in ``directory/captions.csv``, each scored whole."""
+    import csv
+
+    import numpy as np
+
+    from magicvideo.digits.data import parse_caption
+    from magicvideo.digits.evaluate import evaluate_clips
+    from magicvideo.video_io import read_video
+
+    table = directory / "captions.csv"
+    if not table.is_file():
+        raise UserError(f"--videos: {directory} has no captions.csv")
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"path", "caption", "fps"} <= set(rows[0]):
+        raise UserError(f"--videos: {table} needs rows with columns path,caption,fps")
+    clips, digits, directions = [], [], []
+    for row in rows:
+        try:
+            parsed = parse_caption(row["caption"])
+        except ValueError:
+            parsed = []
+        if len(parsed) != 1:
+            raise UserError(f"--videos: {row['path']}: caption {row['caption']!r} is not one moving digit")
+        clips.append(read_video(directory / row["path"])[0])
+        digits.append(parsed[0][0])
+        directions.append(parsed[0][1])
+    if len({c.shape for c in clips}) > 1:
+        raise UserError(f"--videos: the videos in {directory} differ in frame count or size")
+    return evaluate_clips(np.stack(clips), digits, directions, [float(r["fps"]) for r in rows], classifier=classifier)
+
