@@ -10,11 +10,11 @@ import numpy as np
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int = 8) -> Path:
-    """uint8 (F, H, W, 3) -> H.264 mp4 (H, W even)."""
+    """uint8 (F, H, W, 3) -> lossless H.264 (RGB, qp 0) mp4: decodes to exactly ``frames``."""
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264rgb", rate=fps, options={"qp": "0"})
         stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "rgb24"
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
