@@ -66,7 +66,9 @@ def _run_metric(compute, args: argparse.Namespace, label: str, **kwargs) -> int:
             result = compute(**kwargs)
         except (EvaluationError, FileNotFoundError) as err:
             raise UserError(str(err)) from err
-    notes = [str(w.message) for w in caught if issubclass(w.category, EvaluationWarning)]
+    notes = list(dict.fromkeys(  # each distinct warning once
+        str(w.message) for w in caught if issubclass(w.category, EvaluationWarning)
+    ))
     if args.json:
         print(json.dumps({**result, "warnings": notes}))
     else:
