@@ -36,7 +36,8 @@ def test_preprocess_range_and_shape():
     clip[..., 0], clip[..., 1] = 255, 51
     out = preprocess(clip)
     assert out.shape == (2, 16, 224, 224, 3)
-    assert torch.allclose(out[..., 0], torch.tensor(1.0)) and torch.allclose(out[..., 2], torch.tensor(-1.0))
+    assert torch.allclose(out[..., 0], torch.tensor(1.0))
+    assert torch.allclose(out[..., 2], torch.tensor(-1.0))
     assert torch.allclose(out[..., 1], torch.tensor(2 * 51 / 255 - 1))
 
 

@@ -26,7 +26,8 @@ def register(subparsers) -> None:
         "FVD depends on the number of videos: compare only values computed on equal counts.",
     )
     fvd.add_argument("--real", required=True,
-                     help="folder of real videos (.mp4/.gif/...) or CSV manifest path,caption[,fps]")  # fmt: skip
+                     help="folder of real videos (.mp4/.gif/...) or CSV manifest "
+                     "path,caption[,fps]")  # fmt: skip
     fvd.add_argument("--fake", required=True, help="folder (or CSV manifest) of generated videos")
     fvd.add_argument("--i3d", default=None,
                      help="path of i3d-kinetics-400.ckpt (default: the one of the installed "
@@ -47,7 +48,7 @@ def register(subparsers) -> None:
         "over frames, then over videos, with a CLIP model from a local folder.",
     )
     clip.add_argument("--videos", default=None,
-                      help="folder of generated videos (not needed with a CSV --prompts)")  # fmt: skip
+                      help="folder of generated videos (not with a CSV --prompts)")  # fmt: skip
     clip.add_argument("--prompts", required=True,
                       help=".txt with one prompt per line in the order of the sorted video "
                       "names, or a CSV manifest path,caption (paths relative to it)")  # fmt: skip
