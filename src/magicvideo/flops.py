@@ -49,14 +49,25 @@ MODELSCOPE_CONFIG = dict(
     norm_eps=1e-5,
 )
 
-VDM_DEFINITION = (
-    "VDM-style U-Net (Ho et al. 2022): a factorised space-time U-Net in pixel space - per-frame 2D "
-    "convolutions, spatial self- and cross-attention and temporal attention - with MagicVideo's "
-    f"conv widths {SD15_WIDTHS}, 2 res-blocks per level and 4 levels, run on 3x256x256 frames "
-    f"(levels at 256, 128, 64, 32). As in VDM, attention (spatial, cross and temporal) is used only at "
-    f"levels of resolution <= {VDM_MAX_ATTENTION_RESOLUTION}x{VDM_MAX_ATTENTION_RESOLUTION}: the lowest "
-    "level and the middle block; the other levels are convolution-only."
-)
+def vdm_levels(resolution: int = 256) -> list[tuple[int, bool]]:
+    """(resolution, has attention) of each level of the VDM-style U-Net at a given pixel resolution."""
+    sizes = [resolution // 2**i for i in range(len(SD15_WIDTHS))]
+    return [(size, size <= VDM_MAX_ATTENTION_RESOLUTION) for size in sizes]
+
+
+def vdm_definition(resolution: int = 256) -> str:
+    """A one-paragraph description of the VDM-style U-Net, printed by `magicvideo flops`."""
+    levels = vdm_levels(resolution)
+    attending = [str(size) for size, attends in levels if attends]
+    where = f"at the level(s) of resolution {', '.join(attending)}" if attending else "at no level"
+    return (
+        "VDM-style U-Net (Ho et al. 2022): a factorised space-time U-Net in pixel space - per-frame 2D "
+        "convolutions, spatial self- and cross-attention and bidirectional temporal attention - with "
+        f"MagicVideo's conv widths {SD15_WIDTHS}, 2 res-blocks per level and {len(levels)} levels, run on "
+        f"3x{resolution}x{resolution} frames (levels at {', '.join(str(s) for s, _ in levels)}). As in VDM, "
+        f"attention is used only at resolutions <= {VDM_MAX_ATTENTION_RESOLUTION}x{VDM_MAX_ATTENTION_RESOLUTION}: "
+        f"{where}; the other levels are convolution-only. The middle block always attends, as in DDPM and VDM."
+    )
 
 
 # How the counted aten ops are grouped in the breakdown.
@@ -96,24 +107,21 @@ def magicvideo_unet(num_frames: int = 16, **overrides) -> MagicVideoUNet3D:
 
 
 def vdm_unet(resolution: int = 256, num_frames: int = 16) -> MagicVideoUNet3D:
-    """A VDM-style pixel-space U-Net (see `VDM_DEFINITION`).
+    """A VDM-style pixel-space U-Net (see `vdm_definition`).
 
     VDM's 3D U-Net is an image U-Net whose 2D convolutions act per frame ("space-only 3D
     convolutions"), with spatial attention and a temporal attention block after each spatial one.
     That is exactly `MagicVideoUNet3D`'s structure, so it is built from it: in/out channels 3,
-    bidirectional temporal attention, no FPS embedding, and attention blocks only at levels whose
-    resolution is <= 32x32 (at 256x256 the SD layout would put spatial self-attention over 65,536
+    bidirectional temporal attention, no FPS embedding, and attention blocks only in the middle block
+    and at levels whose resolution is <= 32x32 (at 256x256 the SD layout would put spatial self-attention over 65,536
     tokens at the top level, which VDM never does). The frame-wise adaptors it keeps are
     element-wise and cost no counted FLOPs.
     """
-    levels = len(SD15_WIDTHS)
-    sizes = [resolution // 2**i for i in range(levels)]
-    attends = [size <= VDM_MAX_ATTENTION_RESOLUTION for size in sizes]
+    attends = [attends for _, attends in vdm_levels(resolution)]
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attends)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attends))
-    mid = "UNetMidBlock2DCrossAttn" if attends[-1] else "UNetMidBlock2D"
     return MagicVideoUNet3D(
-        in_channels=3, out_channels=3, down_block_types=down, up_block_types=up, mid_block_type=mid,
+        in_channels=3, out_channels=3, down_block_types=down, up_block_types=up,
         num_frames=num_frames, temporal_attention="bidirectional", use_fps_embedding=False,
     )
 
