@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from diffusers import UNet3DConditionModel
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .unet_3d import MagicVideoUNet3D
 
@@ -70,6 +70,10 @@ def vdm_definition(resolution: int = 256) -> str:
     )
 
 
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 # How the counted aten ops are grouped in the breakdown.
 OP_KINDS = {"convolution": "conv", "mm": "linear", "addmm": "linear", "bmm": "attention", "baddbmm": "attention"}
 
@@ -84,7 +88,7 @@ def count_flops_by_kind(model: torch.nn.Module, *args, **kwargs) -> dict[str, in
     On meta tensors SDPA decomposes into counted batched matmuls.
     """
     counter = FlopCounterMode(
-        display=False, custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa_flop}
+        display=False, custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
     )
     with counter, torch.no_grad():
         model(*args, **kwargs)
