@@ -116,9 +116,9 @@ def vdm_unet(resolution: int = 256, num_frames: int = 16) -> MagicVideoUNet3D:
     VDM's 3D U-Net is an image U-Net whose 2D convolutions act per frame ("space-only 3D
     convolutions"), with spatial attention and a temporal attention block after each spatial one.
     That is exactly `MagicVideoUNet3D`'s structure, so it is built from it: in/out channels 3,
-    bidirectional temporal attention, no FPS embedding, and attention blocks only in the middle block
-    and at levels whose resolution is <= 32x32 (at 256x256 the SD layout would put spatial self-attention over 65,536
-    tokens at the top level, which VDM never does). The frame-wise adaptors it keeps are
+    bidirectional temporal attention, no FPS embedding, and attention blocks only in the middle
+    block and at levels whose resolution is <= 32x32 (at 256x256 the SD layout would put spatial
+    self-attention over 65,536 tokens at the top level, which VDM never does). The frame-wise adaptors it keeps are
     element-wise and cost no counted FLOPs.
     """
     attends = [attends for _, attends in vdm_levels(resolution)]
