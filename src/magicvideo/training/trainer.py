@@ -127,10 +127,7 @@ class Trainer:
             total_loss = torch.zeros((), device=acc.device)
             for _ in range(accum):
                 batch = next(batches)
-                for entry in batch["skipped"]:
-                    if entry not in seen_skips:
-                        seen_skips.add(entry)
-                        logger.warning("skipped %s", entry)
+                seen_skips.update(entry.split(": ")[0] for entry in batch["skipped"])
                 skipped_here = torch.tensor(len(batch["skipped"]), device=acc.device)
                 skipped += int(acc.reduce(skipped_here, "sum").item())
                 with acc.accumulate(model):
@@ -174,7 +171,7 @@ class Trainer:
                 ema.copy_to(params)
             task.save_final(unwrapped, final)
             metrics.plot()
-            acc.print(f"finished {step} steps; {skipped} unreadable videos skipped; final model in {final}")
+            acc.print(f"finished {step} steps; {skipped} skips of {len(seen_skips)} unreadable videos; final model in {final}")
         acc.wait_for_everyone()
         acc.end_training()
         return final
