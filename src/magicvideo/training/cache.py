@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..text import encode_prompts
 from ..vae import encode_video
+from ..video_io import read_video
 from .data import ClipSpec, StreamOrder, resize_center_crop
 from .sampling import sample_clip, sample_rng
 
@@ -36,19 +37,6 @@ INDEX = "index.json"
 
 def cache_exists(cache_dir: str | Path | None) -> bool:
     return cache_dir is not None and (Path(cache_dir) / INDEX).is_file()
-
-
-def _read_all_frames(path: str):
-    import av
-    import numpy as np
-
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    if not frames:
-        raise ValueError("no video frames")
-    return np.stack(frames), float(rate) if rate else None
 
 
 @torch.no_grad()
@@ -67,10 +55,8 @@ def build_cache(records, cache_dir: str | Path, clip: ClipSpec, vae, tokenizer, 
 
     for record in tqdm(records, desc="caching", unit="video"):
         try:
-            frames, native_fps = _read_all_frames(record.path)
+            frames, native_fps = read_video(record.path)
             fps = record.fps or native_fps
-            if not fps:
-                raise ValueError("unknown frame rate")
             if len(frames) < min_frames:
                 raise ValueError(f"{len(frames)} frames, a clip needs {min_frames}")
         except Exception as err:  # noqa: BLE001 - unreadable videos are skipped, never fatal

