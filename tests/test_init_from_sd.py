@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import safetensors.torch
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -189,6 +190,8 @@ def test_cli_writes_pipeline_with_chosen_options(sd, tmp_path, capsys):
     ("unknown_scheduler", "--scheduler"),
     ("out_not_empty", "--overwrite"),
     ("out_is_src", "OUT"),
+    ("weights_missing", "--config"),
+    ("not_a_checkpoint", "SRC"),
 ])
 def test_cli_errors_name_the_argument(sd, tmp_path, capsys, case, named):
     root = sd["root"]
@@ -196,6 +199,10 @@ def test_cli_errors_name_the_argument(sd, tmp_path, capsys, case, named):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     folder, single, out = str(root / "folder"), str(root / "sd.safetensors"), str(tmp_path / "out")
+    state = safetensors.torch.load_file(single)
+    del state["model.diffusion_model.out.2.weight"]
+    safetensors.torch.save_file(state, tmp_path / "partial.safetensors")
+    (tmp_path / "junk.ckpt").write_text("not a pickle")
     argv = {
         "missing_src": [str(tmp_path / "nope"), out],
         "not_sd_folder": [str(tmp_path / "not-sd"), out],
@@ -205,6 +212,8 @@ def test_cli_errors_name_the_argument(sd, tmp_path, capsys, case, named):
         "unknown_scheduler": [folder, out, "--scheduler", "magic"],
         "out_not_empty": [folder, str(tmp_path / "full")],
         "out_is_src": [folder, folder, "--overwrite"],
+        "weights_missing": [str(tmp_path / "partial.safetensors"), out, "--config", str(root / "config")],
+        "not_a_checkpoint": [str(tmp_path / "junk.ckpt"), out, "--config", str(root / "config")],
     }[case]
     capsys.readouterr()
     assert main(["init-from-sd", *argv]) == 2

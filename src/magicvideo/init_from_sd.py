@@ -23,7 +23,11 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm, load_single_file_checkpoint
+from diffusers.loaders.single_file_utils import (
+    SingleFileComponentError,
+    create_diffusers_clip_model_from_ldm,
+    load_single_file_checkpoint,
+)
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .pipeline import SCHEDULERS, MagicVideoPipeline
@@ -64,20 +68,35 @@ def _load_folder(src: Path):
 
 def _load_single_file(src: Path, config: Path, extract_ema: bool):
     # diffusers loads `.ckpt` pickles with torch.load(weights_only=True): no code is executed.
-    checkpoint = load_single_file_checkpoint(str(src), local_files_only=True)
+    try:
+        checkpoint = load_single_file_checkpoint(str(src), local_files_only=True)
+    except Exception as err:  # safetensors and pickle readers raise many kinds: all mean a bad file
+        raise ValueError(f"src: cannot read {src}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
     if not any(key.startswith(LDM_UNET_PREFIX) for key in checkpoint):
         raise ValueError(f"src: {src} is not an original-format Stable Diffusion checkpoint "
                          f"(no {LDM_UNET_PREFIX}* keys)")
     common = dict(config=str(config), local_files_only=True)
-    unet = UNet2DConditionModel.from_single_file(checkpoint, subfolder="unet", extract_ema=extract_ema, **common)
-    vae = AutoencoderKL.from_single_file(checkpoint, subfolder="vae", **common)
-    text_encoder = create_diffusers_clip_model_from_ldm(CLIPTextModel, checkpoint, subfolder="text_encoder", **common)
-    for name, model in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
+    loaders = {
+        "unet": lambda: UNet2DConditionModel.from_single_file(checkpoint, subfolder="unet", extract_ema=extract_ema,
+                                                              **common),
+        "vae": lambda: AutoencoderKL.from_single_file(checkpoint, subfolder="vae", **common),
+        "text_encoder": lambda: create_diffusers_clip_model_from_ldm(CLIPTextModel, checkpoint,
+                                                                     subfolder="text_encoder", **common),
+    }
+    models = []
+    for name, load in loaders.items():
+        # Weights absent from the checkpoint stay on the meta device; diffusers then fails on them.
+        hint = f"does the architecture in {config}/{name} (--config) match the checkpoint, e.g. SD 1.x vs 2.x?"
+        try:
+            model = load()
+        except (ValueError, RuntimeError, NotImplementedError, KeyError, SingleFileComponentError) as err:
+            reason = "weights are missing" if isinstance(err, NotImplementedError) else str(err).splitlines()[0]
+            raise ValueError(f"src: cannot load the {name} of {src}: {reason}; {hint}") from err
         absent = [key for key, value in model.state_dict().items() if value.is_meta]
         if absent:
-            raise ValueError(f"src: {src} lacks {len(absent)} {name} weights for the architecture in "
-                             f"{config}/{name} (e.g. {absent[0]}); does --config match the checkpoint?")
-    return unet, vae, text_encoder
+            raise ValueError(f"src: {src} lacks {len(absent)} {name} weights (e.g. {absent[0]}); {hint}")
+        models.append(model)
+    return models
 
 
 def load_sd_pipeline(
