@@ -91,10 +91,33 @@ def clip_to_ldm(text_encoder) -> dict[str, torch.Tensor]:
             for k, v in text_encoder.state_dict().items()}
 
 
-def save_original_format(path, unet, vae, text_encoder) -> None:
-    """One `.safetensors` file, or a `.ckpt` pickle {"state_dict": ...} as CompVis writes it."""
-    state = {k: v.contiguous().clone() for k, v in {**unet_to_ldm(unet), **vae_to_ldm(vae),
-                                                    **clip_to_ldm(text_encoder)}.items()}
+OPENCLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
+                  "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+
+
+def openclip_to_ldm(text_encoder) -> dict[str, torch.Tensor]:
+    """SD 2.x layout: OpenCLIP's text tower under `cond_stage_model.model.`, q/k/v fused in `in_proj`."""
+    state = {k.removeprefix("text_model."): v for k, v in text_encoder.state_dict().items()}
+    hidden = text_encoder.config.hidden_size
+    out = {"token_embedding.weight": state["embeddings.token_embedding.weight"],
+           "positional_embedding": state["embeddings.position_embedding.weight"],
+           "ln_final.weight": state["final_layer_norm.weight"], "ln_final.bias": state["final_layer_norm.bias"],
+           "text_projection": torch.eye(hidden)}  # OpenCLIP's projection; SD 2.x does not use it
+    for i in range(text_encoder.config.num_hidden_layers):
+        layer = f"encoder.layers.{i}."
+        for kind in ("weight", "bias"):
+            out[f"transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat(
+                [state[f"{layer}self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            for old, new in OPENCLIP_LAYER.items():
+                out[f"transformer.resblocks.{i}.{new}.{kind}"] = state[f"{layer}{old}.{kind}"]
+    return {"cond_stage_model.model." + k: v for k, v in out.items()}
+
+
+def save_original_format(path, unet, vae, text_encoder, openclip: bool = False) -> None:
+    """One `.safetensors` file, or a `.ckpt` pickle {"state_dict": ...} as CompVis writes it.
+    `openclip`: the text encoder in SD 2.x's OpenCLIP layout (else SD 1.x's transformers layout)."""
+    text = openclip_to_ldm(text_encoder) if openclip else clip_to_ldm(text_encoder)
+    state = {k: v.contiguous().clone() for k, v in {**unet_to_ldm(unet), **vae_to_ldm(vae), **text}.items()}
     if str(path).endswith(".safetensors"):
         safetensors.torch.save_file(state, str(path))
     else:

@@ -37,7 +37,12 @@ SD_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_li
 WORDS = ("a", "cat", "dog", "runs", "on", "the", "beach")
 
 
-def tiny_clip(folder):
+# SD 2.x differences: linear transformer projections, per-level head counts, GELU CLIP, v-prediction.
+SD2_UNET = {**SD_UNET, "attention_head_dim": (2, 2, 4, 4), "use_linear_projection": True}
+WORDS = ("a", "cat", "dog", "runs", "on", "the", "beach")
+
+
+def tiny_clip(folder, **config):
     """A CLIP BPE tokenizer over a tiny vocabulary (written here, offline) and a tiny CLIPTextModel."""
     chars = sorted(set("".join(WORDS)))
     vocab = ["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)]
@@ -58,26 +63,31 @@ def tiny_clip(folder):
     torch.manual_seed(1)
     config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                             num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                            pad_token_id=1)
+                            pad_token_id=1, **config)
     return tokenizer, CLIPTextModel(config).eval()
+
+
+def build_sd(root, sd2: bool = False) -> StableDiffusionPipeline:
+    """Tiny SD saved as a diffusers folder, a weightless config folder and single files."""
+    tokenizer, text_encoder = tiny_clip(root / "vocab", **({"hidden_act": "gelu"} if sd2 else {}))
+    torch.manual_seed(0)
+    unet = randomize_(UNet2DConditionModel(**(SD2_UNET if sd2 else SD_UNET)), std=0.05).eval()
+    vae = AutoencoderKL(**SD_VAE).eval()
+    scheduler = PNDMScheduler.from_config({**SD_SCHEDULER, **({"prediction_type": "v_prediction"} if sd2 else {})})
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(root / "folder")
+    shutil.copytree(root / "folder", root / "config", ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    for suffix in ("safetensors",) if sd2 else ("safetensors", "ckpt"):
+        save_original_format(root / f"sd.{suffix}", unet, vae, text_encoder, openclip=sd2)
+    return pipe
 
 
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory):
-    """Tiny SD saved as a diffusers folder, a weightless config folder and two single files."""
     root = tmp_path_factory.mktemp("sd")
-    tokenizer, text_encoder = tiny_clip(root / "vocab")
-    torch.manual_seed(0)
-    unet = randomize_(UNet2DConditionModel(**SD_UNET), std=0.05).eval()
-    vae = AutoencoderKL(**SD_VAE).eval()
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=PNDMScheduler.from_config(SD_SCHEDULER), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(root / "folder")
-    shutil.copytree(root / "folder", root / "config", ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
-    for suffix in ("safetensors", "ckpt"):
-        save_original_format(root / f"sd.{suffix}", unet, vae, text_encoder)
-    return dict(root=root, pipe=pipe)
+    return dict(root=root, pipe=build_sd(root))
 
 
 def assert_same_weights(model, reference, keys=None):
@@ -141,13 +151,16 @@ def test_inflated_unet_equals_sd_unet_per_frame(converted):
     assert (video - expected).abs().max() <= 1e-4
 
 
-def test_output_folder_generates_frames(converted):
-    _, pipe = converted
-    pipe.set_progress_bar_config(disable=True)
-    frames = pipe("a cat runs on the beach", num_frames=3, height=64, width=64, num_inference_steps=2,
-                  generator=torch.Generator().manual_seed(0)).frames
-    assert frames.shape == (1, 3, 64, 64, 3)
-    assert frames.min() >= 0 and frames.max() <= 1
+@pytest.mark.parametrize("kind", ["folder", "safetensors"])
+def test_sd2_with_openclip_text_encoder_and_v_prediction(tmp_path, kind):
+    sd_pipe = build_sd(tmp_path, sd2=True)
+    src, config = (tmp_path / "folder", None) if kind == "folder" else (tmp_path / "sd.safetensors", tmp_path / "config")
+    pipe = MagicVideoPipeline.from_pretrained(init_from_sd(src, tmp_path / "out", num_frames=2, config=config))
+    assert_same_weights(pipe.unet, sd_pipe.unet)
+    assert_same_weights(pipe.vae, sd_pipe.vae)
+    assert_same_weights(pipe.text_encoder, sd_pipe.text_encoder)
+    assert pipe.unet.config.use_linear_projection and list(pipe.unet.config.attention_head_dim) == [2, 2, 4, 4]
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
 
 
 def test_extract_ema_takes_the_ema_unet_weights(sd, tmp_path):
@@ -163,7 +176,7 @@ def test_extract_ema_takes_the_ema_unet_weights(sd, tmp_path):
         assert_same_weights(MagicVideoPipeline.from_pretrained(out).unet, reference)
 
 
-def test_cli_writes_pipeline_with_chosen_options(sd, tmp_path, capsys):
+def test_cli_writes_a_pipeline_that_generates(sd, tmp_path):
     out = tmp_path / "out"
     out.mkdir()  # an existing empty folder is fine
     argv = ["init-from-sd", str(sd["root"] / "sd.safetensors"), str(out), "--config", str(sd["root"] / "config"),
@@ -173,6 +186,10 @@ def test_cli_writes_pipeline_with_chosen_options(sd, tmp_path, capsys):
     assert isinstance(pipe.scheduler, EulerDiscreteScheduler)
     assert torch.equal(pipe.scheduler.betas, sd["pipe"].scheduler.betas)
     assert (pipe.unet.config.num_frames, pipe.unet.config.temporal_attention) == (3, "bidirectional")
+    pipe.set_progress_bar_config(disable=True)
+    frames = pipe("a cat runs on the beach", num_frames=3, height=64, width=64, num_inference_steps=2,
+                  generator=torch.Generator().manual_seed(0)).frames
+    assert frames.shape == (1, 3, 64, 64, 3) and frames.min() >= 0 and frames.max() <= 1
     # --overwrite replaces a non-empty OUT completely, and nothing is left next to it.
     (out / "stale.txt").write_text("old")
     assert main(argv[:-4] + ["--overwrite"]) == 0
