@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from . import UserError
 
@@ -16,12 +17,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "init-from-sd",
         help="initialise a MagicVideo pipeline from Stable Diffusion 1.x/2.x weights",
-        description=(
+        description=textwrap.fill(
             "Inflate a Stable Diffusion model into a MagicVideo pipeline folder. The SD U-Net's weights are "
             "copied into the 3D U-Net; frame-wise adaptors start at identity and temporal attention and the "
             "FPS embedding at zero, so the new model equals SD applied frame by frame until trained. The VAE, "
             "CLIP text encoder and tokenizer are copied unchanged; the scheduler keeps SD's noise schedule. "
-            "Works offline."
+            "Works offline.",
+            width=100,
         ),
         epilog=(
             "examples:\n"
