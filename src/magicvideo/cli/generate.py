@@ -1,0 +1,116 @@
+"""`magicvideo generate`: text to video clips (mp4 or gif)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from . import UserError
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="generate video clips from text",
+        description="Generate a clip from a text prompt (or one clip per line of --prompts-file). "
+        "Without --model, the small digits model bundled with the package is used "
+        "(prompts like \"the digit 7 moves to the right\").",
+    )
+    p.add_argument("prompt", nargs="?", help="the text prompt (omit when using --prompts-file)")
+    p.add_argument("--model", help="a MagicVideo pipeline folder (default: the bundled digits model)")
+    p.add_argument("--out", default="out.mp4", help="output file, .mp4 (H.264) or .gif (default: out.mp4)")
+    p.add_argument("--prompts-file", help="text file with one prompt per line: writes one clip per line into --out-dir, "
+                   "loading the model once")
+    p.add_argument("--out-dir", default="outputs", help="folder for --prompts-file clips (default: outputs)")
+    p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="clip format with --prompts-file (default: mp4)")
+    p.add_argument("--frames", type=int, help="number of keyframes (default: the model's, 16)")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale; <= 1 disables it (default: 7.5)")
+    p.add_argument("--negative", default=None, help="negative prompt for guidance (default: empty)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; clip i of a prompts file uses seed + i (default: 0)")
+    p.add_argument("--fps", type=float, default=8, help="frame rate the model is conditioned on and the clip is written at; "
+                   "lower = more motion per frame (default: 8)")
+    p.add_argument("--height", type=int, help="frame height in pixels (default: the model's)")
+    p.add_argument("--width", type=int, help="frame width in pixels (default: the model's)")
+    p.add_argument("--scheduler", help="sampler: ddim, ddpm, dpm++ (DPM-Solver++), euler (default: the model's own)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="weights precision (default: fp16 on cuda, fp32 on cpu)")
+    p.set_defaults(func=run)
+
+
+def load_pipeline(model: str | None, device: str | None = None, dtype: str | None = None):
+    """Load a pipeline folder (or the bundled model) onto a device; user mistakes raise UserError."""
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from ..pipeline import BUNDLED_MODEL, MagicVideoPipeline
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+    path = Path(model) if model else BUNDLED_MODEL
+    if not (path / "model_index.json").is_file():
+        hint = "" if model else " (the bundled model is missing from this installation)"
+        raise UserError(f"--model: {path} is not a MagicVideo pipeline folder (no model_index.json){hint}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    try:
+        pipe = MagicVideoPipeline.from_pretrained(path, dtype=getattr(torch, DTYPES[dtype]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"--model: cannot load a MagicVideo pipeline from {path}: {err}") from err
+    pipe.set_progress_bar_config(leave=False)
+    return pipe.to(device)
+
+
+def _slug(text: str, index: int) -> str:
+    return f"{index:04d}-" + (re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "clip")
+
+
+def run(args) -> int:
+    import torch
+
+    from ..pipeline import SCHEDULERS
+    from ..video_io import write_video
+
+    if args.scheduler and args.scheduler not in SCHEDULERS:
+        raise UserError(f"--scheduler: unknown scheduler {args.scheduler!r}; choose one of {sorted(SCHEDULERS)}")
+
+    if args.prompts_file:
+        if args.prompt:
+            raise UserError("give either PROMPT or --prompts-file, not both")
+        try:
+            prompts = [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+        except OSError as err:
+            raise UserError(f"--prompts-file: cannot read {args.prompts_file}: {err.strerror}") from err
+        if not prompts:
+            raise UserError(f"--prompts-file: {args.prompts_file} has no prompts")
+        outputs = [Path(args.out_dir) / f"{_slug(p, i)}.{args.format}" for i, p in enumerate(prompts)]
+    elif args.prompt:
+        prompts, outputs = [args.prompt], [Path(args.out)]
+        if outputs[0].suffix.lower() not in (".mp4", ".gif"):
+            raise UserError(f"--out: {args.out} must end in .mp4 or .gif")
+    else:
+        raise UserError("give a PROMPT (or --prompts-file); see --help")
+
+    pipe = load_pipeline(args.model, args.device, args.dtype)
+    if args.scheduler:
+        pipe.set_scheduler(args.scheduler)
+    names = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
+             "height": "--height", "width": "--width", "fps": "--fps", "prompt": "PROMPT"}
+    from tqdm.auto import tqdm
+
+    for i, (prompt, out) in enumerate(tqdm(list(zip(prompts, outputs)), desc="clips", disable=len(prompts) == 1)):
+        generator = torch.Generator(device="cpu").manual_seed(args.seed + i)
+        try:
+            frames = pipe(prompt, negative_prompt=args.negative, num_frames=args.frames, height=args.height,
+                          width=args.width, fps=args.fps, num_inference_steps=args.steps,
+                          guidance_scale=args.guidance, generator=generator).frames[0]
+        except ValueError as err:
+            name, _, message = str(err).partition(": ")
+            raise UserError(f"{names.get(name, name)}: {message}") from err
+        write_video(out, frames, fps=args.fps)
+        print(f"wrote {out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, seed {args.seed + i})")
+    return 0

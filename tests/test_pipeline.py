@@ -1,0 +1,136 @@
+"""The text-to-video pipeline and the `generate` command, end to end on tiny random components."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_pipeline, randomize_
+
+from magicvideo import SCHEDULERS, MagicVideoPipeline
+from magicvideo.cli import main
+from magicvideo.video_io import read_video
+
+
+def run(pipe, seed=0, **kwargs):
+    kwargs = {"num_inference_steps": 3, **kwargs}
+    return pipe("a red ball bounces", generator=torch.Generator().manual_seed(seed), **kwargs).frames
+
+
+def test_frames_are_deterministic_for_a_seed_in_range_and_of_the_requested_size(tiny_pipeline):
+    randomize_(tiny_pipeline.unet, seed=2, std=0.05)
+    a, b, c = run(tiny_pipeline), run(tiny_pipeline), run(tiny_pipeline, seed=1)
+    assert a.shape == (1, 8, 16, 16, 3)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1
+    frames = run(tiny_pipeline, num_frames=5, height=24, width=32)
+    assert frames.shape == (1, 5, 24, 32, 3)
+
+
+def test_guidance_uses_the_negative_prompt(tiny_pipeline):
+    randomize_(tiny_pipeline.unet, seed=2, std=0.05)
+    plain = run(tiny_pipeline, guidance_scale=5.0)
+    assert np.array_equal(plain, run(tiny_pipeline, guidance_scale=5.0, negative_prompt=""))
+    assert not np.array_equal(plain, run(tiny_pipeline, guidance_scale=5.0, negative_prompt="blurry"))
+    assert not np.array_equal(plain, run(tiny_pipeline, guidance_scale=1.0))
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_can_be_swapped_in(tiny_pipeline, name):
+    tiny_pipeline.set_scheduler(name)
+    assert type(tiny_pipeline.scheduler) is SCHEDULERS[name]
+    frames = run(tiny_pipeline, num_frames=2)
+    assert frames.shape == (1, 2, 16, 16, 3) and np.isfinite(frames).all()
+
+
+def test_output_types(tiny_pipeline):
+    pt = run(tiny_pipeline, num_frames=2, output_type="pt")
+    latents = run(tiny_pipeline, num_frames=2, output_type="latent")
+    pil = run(tiny_pipeline, num_frames=2, output_type="pil")
+    assert pt.shape == (1, 2, 3, 16, 16) and latents.shape == (1, 4, 2, 8, 8) and len(pil[0]) == 2
+
+
+def test_save_and_load_round_trip(tiny_pipeline, tmp_path):
+    randomize_(tiny_pipeline.unet, seed=2, std=0.05)
+    tiny_pipeline.save_pretrained(tmp_path)
+    loaded = MagicVideoPipeline.from_pretrained(tmp_path)
+    assert np.array_equal(run(tiny_pipeline), run(loaded))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"num_frames": 9}, "num_frames"),
+        ({"height": 18}, "height"),
+        ({"width": 0}, "width"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"fps": 0}, "fps"),
+        ({"guidance_scale": -1}, "guidance_scale"),
+        ({"output_type": "mov"}, "output_type"),
+    ],
+)
+def test_bad_input_names_the_argument(tiny_pipeline, kwargs, argument):
+    with pytest.raises(ValueError, match=f"^{argument}: "):
+        run(tiny_pipeline, **kwargs)
+
+
+def test_unknown_scheduler_is_refused(tiny_pipeline):
+    with pytest.raises(ValueError, match="^scheduler: unknown scheduler 'foo'"):
+        tiny_pipeline.set_scheduler("foo")
+
+
+def test_packaged_text_encoder_is_referenced_not_copied(tmp_path):
+    from magicvideo.text import load_packaged_text_encoder
+
+    pipe = make_tiny_pipeline(cross_attention_dim=384)
+    pipe.text_encoder, pipe.tokenizer = load_packaged_text_encoder()
+    pipe.save_pretrained(tmp_path)
+    assert not (tmp_path / "text_encoder").exists()
+    loaded = MagicVideoPipeline.from_pretrained(tmp_path)
+    assert np.array_equal(run(pipe, num_frames=2), run(loaded, num_frames=2))
+
+
+def test_cli_writes_a_decodable_mp4_of_the_requested_frames(tiny_pipeline_dir, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    code = main(["generate", "a red ball", "--model", str(tiny_pipeline_dir), "--out", str(out), "--frames", "6",
+                 "--steps", "2", "--fps", "12", "--seed", "3"])
+    assert code == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (6, 16, 16, 3) and fps == pytest.approx(12)
+    assert "seed 3" in capsys.readouterr().out
+
+
+def test_cli_batch_generation_writes_one_clip_per_line(tiny_pipeline_dir, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red ball\n\nthe digit 7 moves to the right\n")
+    code = main(["generate", "--prompts-file", str(prompts), "--out-dir", str(tmp_path / "clips"), "--model",
+                 str(tiny_pipeline_dir), "--steps", "1", "--frames", "3", "--format", "gif"])
+    assert code == 0
+    written = sorted(p.name for p in (tmp_path / "clips").iterdir())
+    assert written == ["0000-a-red-ball.gif", "0001-the-digit-7-moves-to-the-right.gif"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frames", "99"], "--frames: must be between 1 and 8"),
+        (["--height", "18"], "--height: must be a positive multiple of 4"),
+        (["--steps", "0"], "--steps: must be an integer >= 1"),
+        (["--scheduler", "foo"], "--scheduler: unknown scheduler"),
+        (["--out", "clip.avi"], "--out:"),
+    ],
+)
+def test_cli_user_mistakes_are_one_clear_line(tiny_pipeline_dir, capsys, args, message):
+    assert main(["generate", "a", "--model", str(tiny_pipeline_dir), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_unreadable_model_folder(tmp_path):
+    (tmp_path / "model_index.json").write_text("{ not json")
+    for model in (tmp_path / "missing", tmp_path):
+        result = subprocess.run([sys.executable, "-m", "magicvideo", "generate", "a", "--model", str(model),
+                                 "--out", str(tmp_path / "a.mp4")], capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        assert "--model:" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,161 @@
+"""The 3D U-Net: inflation equals the image model, causality of directed attention, parts."""
+
+import pytest
+import torch
+from conftest import TINY_UNET, randomize_
+from diffusers import UNet2DConditionModel
+
+from magicvideo import MagicVideoUNet3D
+from magicvideo.adaptor import FrameAdaptedConv2d
+from magicvideo.temporal_attention import TEMPORAL_ATTENTION_MODES
+
+FRAMES = 6
+
+
+def inputs(batch=2, frames=FRAMES, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sample = torch.randn(batch, 4, frames, 8, 8, generator=g)
+    context = torch.randn(batch, 5, TINY_UNET["cross_attention_dim"], generator=g)
+    return sample, torch.tensor([10, 700][:batch]), context
+
+
+@pytest.fixture(scope="module")
+def unet2d():
+    torch.manual_seed(0)
+    return randomize_(UNet2DConditionModel(**TINY_UNET), seed=1, std=0.05).eval()
+
+
+@pytest.mark.parametrize("mode", TEMPORAL_ATTENTION_MODES)
+def test_fresh_inflation_equals_image_model_per_frame(unet2d, mode):
+    unet3d = MagicVideoUNet3D.from_unet2d(unet2d, num_frames=FRAMES, temporal_attention=mode).eval()
+    sample, t, context = inputs()
+    with torch.no_grad():
+        video = unet3d(sample, t, context, fps=8).sample
+        per_frame = torch.stack([unet2d(sample[:, :, i], t, context).sample for i in range(FRAMES)], dim=2)
+    assert video.shape == sample.shape
+    assert (video - per_frame).abs().max() <= 1e-4
+
+
+def test_missing_keys_are_exactly_the_new_parameters(unet2d):
+    unet3d = MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES)
+    missing, unexpected = unet3d.load_state_dict(unet2d.state_dict(), strict=False)
+    new = unet3d.new_parameter_names()
+    assert unexpected == []
+    assert sorted(missing) == sorted(new)
+    assert set(unet3d.state_dict()) - set(new) == set(unet2d.state_dict())
+    groups = [[n for n in new if key in n] for key in (".adaptor.", ".temporal_attention.", "fps_embedding.")]
+    assert all(groups) and sum(map(len, groups)) == len(new)
+    convs = [m for m in unet3d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(isinstance(m, FrameAdaptedConv2d) for m in convs)
+
+
+def test_inflated_weights_are_copied_exactly(unet2d):
+    unet3d = MagicVideoUNet3D.from_unet2d(unet2d, num_frames=FRAMES)
+    state3d = unet3d.state_dict()
+    for name, tensor in unet2d.state_dict().items():
+        assert torch.equal(state3d[name], tensor), name
+
+
+def randomized(mode, seed=3):
+    torch.manual_seed(0)
+    return randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, temporal_attention=mode), seed=seed).eval()
+
+
+def change_from(sample, k):
+    changed = sample.clone()
+    changed[:, :, k:] = torch.randn_like(changed[:, :, k:])
+    return changed
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_directed_attention_is_causal(k):
+    unet3d = randomized("directed")
+    sample, t, context = inputs()
+    with torch.no_grad():
+        before = unet3d(sample, t, context, fps=8).sample
+        after = unet3d(change_from(sample, k), t, context, fps=8).sample
+    assert torch.allclose(before[:, :, :k], after[:, :, :k], atol=1e-5, rtol=0)
+    assert (before[:, :, k:] - after[:, :, k:]).abs().max() > 1e-2  # later frames do change
+
+
+@pytest.mark.parametrize("mode", ["bidirectional", "directed_post_softmax"])
+def test_other_modes_let_later_frames_change_earlier_ones(mode):
+    # bidirectional by design; the paper's literal softmax-then-mask because the softmax
+    # normaliser of frame p sums over the keys of later frames too.
+    unet3d = randomized(mode)
+    sample, t, context = inputs()
+    with torch.no_grad():
+        before = unet3d(sample, t, context, fps=8).sample
+        after = unet3d(change_from(sample, 3), t, context, fps=8).sample
+    assert (before[:, :, :3] - after[:, :, :3]).abs().max() > 1e-3
+
+
+def test_no_temporal_attention_means_frames_are_independent():
+    unet3d = randomized("none")
+    assert not any("temporal_attention" in n for n in unet3d.state_dict())
+    sample, t, context = inputs()
+    changed = sample.clone()
+    changed[:, :, [0, 1, 3, 4, 5]] = torch.randn_like(changed[:, :, [0, 1, 3, 4, 5]])
+    with torch.no_grad():
+        before, after = (unet3d(x, t, context, fps=8).sample for x in (sample, changed))
+    assert torch.allclose(before[:, :, 2], after[:, :, 2], atol=1e-5, rtol=0)
+
+
+def test_frame_adaptor_is_per_frame_affine():
+    conv = MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES).conv_in
+    with torch.no_grad():
+        conv.adaptor.scale.copy_(torch.rand_like(conv.adaptor.scale) + 0.5)
+        conv.adaptor.shift.copy_(torch.randn_like(conv.adaptor.shift))
+    conv.adaptor.frames = FRAMES
+    x = torch.randn(2 * FRAMES, 4, 8, 8)
+    plain = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1).reshape(2, FRAMES, -1, 8, 8)
+    expected = plain * conv.adaptor.scale[None, :, :, None, None] + conv.adaptor.shift[None, :, :, None, None]
+    assert torch.allclose(conv(x), expected.reshape(2 * FRAMES, -1, 8, 8), atol=1e-6)
+
+
+def test_fps_embedding_starts_at_zero_and_conditions_once_trained():
+    sample, t, context = inputs()
+    fresh = MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES).eval()
+    trained = randomized("directed")
+    with torch.no_grad():
+        assert torch.equal(fresh(sample, t, context, fps=4).sample, fresh(sample, t, context, fps=None).sample)
+        a, b = (trained(sample, t, context, fps=f).sample for f in (4, 24))
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    sample, t, context = inputs()
+    grads = []
+    for checkpointing in (False, True):
+        unet3d = randomized("directed").train()
+        if checkpointing:
+            unet3d.enable_gradient_checkpointing()
+        unet3d(sample, t, context, fps=8).sample.square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in unet3d.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    unet3d = randomized("directed_post_softmax")
+    unet3d.save_pretrained(tmp_path)
+    loaded = MagicVideoUNet3D.from_pretrained(tmp_path).eval()
+    assert loaded.config.temporal_attention == "directed_post_softmax"
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+    sample, t, context = inputs()
+    with torch.no_grad():
+        assert torch.equal(unet3d(sample, t, context, fps=8).sample, loaded(sample, t, context, fps=8).sample)
+
+
+def test_bad_configuration_and_input():
+    with pytest.raises(ValueError, match="temporal_attention"):
+        MagicVideoUNet3D(**TINY_UNET, temporal_attention="sideways")
+    unet3d = MagicVideoUNet3D(**TINY_UNET, num_frames=4)
+    sample, t, context = inputs(frames=5)
+    with pytest.raises(ValueError, match="5 frames"):
+        unet3d(sample, t, context)
+
+
+def test_inflation_rejects_unsupported_image_models():
+    unet2d = UNet2DConditionModel(**TINY_UNET, class_embed_type="timestep")
+    with pytest.raises(ValueError, match="class_embed_type"):
+        MagicVideoUNet3D.from_unet2d(unet2d)
