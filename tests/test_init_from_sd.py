@@ -42,6 +42,15 @@ SD2_UNET = {**SD_UNET, "attention_head_dim": (2, 2, 4, 4), "use_linear_projectio
 WORDS = ("a", "cat", "dog", "runs", "on", "the", "beach")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on a busy 2-core machine, 2 threads are many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_clip(folder, **config):
     """A CLIP BPE tokenizer over a tiny vocabulary (written here, offline) and a tiny CLIPTextModel."""
     chars = sorted(set("".join(WORDS)))
