@@ -217,6 +217,7 @@ def test_cli_writes_a_pipeline_that_generates(sd, tmp_path):
     ("out_not_empty", "--overwrite"),
     ("out_is_src", "OUT"),
     ("weights_missing", "--config"),
+    ("folder_without_weights", "SRC"),
     ("not_a_checkpoint", "SRC"),
 ])
 def test_cli_errors_name_the_argument(sd, tmp_path, capsys, case, named):
@@ -238,6 +239,7 @@ def test_cli_errors_name_the_argument(sd, tmp_path, capsys, case, named):
         "unknown_scheduler": [folder, out, "--scheduler", "magic"],
         "out_not_empty": [folder, str(tmp_path / "full")],
         "out_is_src": [folder, folder, "--overwrite"],
+        "folder_without_weights": [str(root / "config"), out],
         "weights_missing": [str(tmp_path / "partial.safetensors"), out, "--config", str(root / "config")],
         "not_a_checkpoint": [str(tmp_path / "junk.ckpt"), out, "--config", str(root / "config")],
     }[case]

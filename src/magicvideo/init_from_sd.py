@@ -60,10 +60,13 @@ def _scheduler(folder: Path, name: str):
 
 
 def _load_folder(src: Path):
-    unet = UNet2DConditionModel.from_pretrained(src, subfolder="unet")
-    vae = AutoencoderKL.from_pretrained(src, subfolder="vae")
-    text_encoder = CLIPTextModel.from_pretrained(src, subfolder="text_encoder")
-    return unet, vae, text_encoder
+    models = []
+    for name, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL), ("text_encoder", CLIPTextModel)):
+        try:
+            models.append(cls.from_pretrained(src, subfolder=name))
+        except (OSError, ValueError, RuntimeError) as err:  # e.g. a config-only folder: no weights
+            raise ValueError(f"src: cannot load the {name} of {src}: {str(err).splitlines()[0]}") from err
+    return models
 
 
 def _load_single_file(src: Path, config: Path, extract_ema: bool):
