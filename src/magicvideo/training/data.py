@@ -239,14 +239,13 @@ class WebDatasetClips(IterableDataset):
         import webdataset as wds
 
         worker = get_worker_info()
-        count, epoch = 0, 0
+        count, epoch, skipped = 0, 0, []
         while True:
             shards = self._shards(epoch)
             if not shards:
                 raise RuntimeError(f"{len(self.urls)} shards cannot feed process {self.rank} (use more shards)")
             source = wds.WebDataset(shards, shardshuffle=False, nodesplitter=None, workersplitter=None,
                                     handler=wds.warn_and_continue, empty_check=False)
-            skipped = []
             for sample in source:
                 count += 1
                 if count <= self.start_sample // (worker.num_workers if worker else 1):
