@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from . import UserError
@@ -21,8 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("prompt", nargs="?", help="the text prompt (omit when using --prompts-file)")
     p.add_argument("--model", help="a MagicVideo pipeline folder (default: the bundled digits model)")
     p.add_argument("--out", default="out.mp4", help="output file, .mp4 (H.264) or .gif (default: out.mp4)")
-    p.add_argument("--prompts-file", help="text file with one prompt per line: writes one clip per line into --out-dir, "
-                   "loading the model once")
+    p.add_argument("--prompts-file", help="text file with one prompt per line (or a CSV with a caption column): writes one "
+                   "clip per prompt into --out-dir, loading the model once")
     p.add_argument("--out-dir", default="outputs", help="folder for --prompts-file clips (default: outputs)")
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="clip format with --prompts-file (default: mp4)")
     p.add_argument("--frames", type=int, help="number of keyframes (default: the model's, 16)")
@@ -65,15 +64,41 @@ def load_pipeline(model: str | None, device: str | None = None, dtype: str | Non
     return pipe.to(device)
 
 
-def _slug(text: str, index: int) -> str:
-    return f"{index:04d}-" + (re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "clip")
+# pipeline argument -> the CLI option that sets it (for error messages)
+OPTION_NAMES = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
+                "height": "--height", "width": "--width", "fps": "--fps", "prompt": "PROMPT",
+                "negative_prompt": "--negative"}
+
+
+def pipeline_settings(args) -> dict:
+    """The pipeline call arguments set by the generation options shared by `generate` and `eval protocol`."""
+    return dict(negative_prompt=args.negative, num_frames=args.frames, height=args.height, width=args.width,
+                num_inference_steps=args.steps, guidance_scale=args.guidance)
+
+
+def as_user_error(err: ValueError) -> UserError:
+    """A pipeline ValueError ("num_frames: must be ...") as a UserError naming the CLI option."""
+    name, sep, message = str(err).partition(": ")
+    return UserError(f"{OPTION_NAMES.get(name, name)}: {message}" if sep else str(err))
+
+
+def read_prompts_file(path: str, option: str = "--prompts-file") -> list[str]:
+    from ..generation import read_prompts
+
+    try:
+        prompts = read_prompts(path)
+    except OSError as err:
+        raise UserError(f"{option}: cannot read {path}: {err.strerror}") from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{option}: {err}") from err
+    if not prompts:
+        raise UserError(f"{option}: {path} has no prompts")
+    return prompts
 
 
 def run(args) -> int:
-    import torch
-
+    from ..generation import ClipJob, generate_clips, plan_clips
     from ..pipeline import SCHEDULERS
-    from ..video_io import write_video
 
     if args.scheduler and args.scheduler not in SCHEDULERS:
         raise UserError(f"--scheduler: unknown scheduler {args.scheduler!r}; choose one of {sorted(SCHEDULERS)}")
@@ -81,16 +106,10 @@ def run(args) -> int:
     if args.prompts_file:
         if args.prompt:
             raise UserError("give either PROMPT or --prompts-file, not both")
-        try:
-            prompts = [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
-        except OSError as err:
-            raise UserError(f"--prompts-file: cannot read {args.prompts_file}: {err.strerror}") from err
-        if not prompts:
-            raise UserError(f"--prompts-file: {args.prompts_file} has no prompts")
-        outputs = [Path(args.out_dir) / f"{_slug(p, i)}.{args.format}" for i, p in enumerate(prompts)]
+        jobs = plan_clips(read_prompts_file(args.prompts_file), args.out_dir, args.seed, format=args.format)
     elif args.prompt:
-        prompts, outputs = [args.prompt], [Path(args.out)]
-        if outputs[0].suffix.lower() not in (".mp4", ".gif"):
+        jobs = [ClipJob(args.prompt, args.seed, Path(args.out))]
+        if jobs[0].path.suffix.lower() not in (".mp4", ".gif"):
             raise UserError(f"--out: {args.out} must end in .mp4 or .gif")
     else:
         raise UserError("give a PROMPT (or --prompts-file); see --help")
@@ -98,19 +117,9 @@ def run(args) -> int:
     pipe = load_pipeline(args.model, args.device, args.dtype)
     if args.scheduler:
         pipe.set_scheduler(args.scheduler)
-    names = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
-             "height": "--height", "width": "--width", "fps": "--fps", "prompt": "PROMPT"}
-    from tqdm.auto import tqdm
-
-    for i, (prompt, out) in enumerate(tqdm(list(zip(prompts, outputs)), desc="clips", disable=len(prompts) == 1)):
-        generator = torch.Generator(device="cpu").manual_seed(args.seed + i)
-        try:
-            frames = pipe(prompt, negative_prompt=args.negative, num_frames=args.frames, height=args.height,
-                          width=args.width, fps=args.fps, num_inference_steps=args.steps,
-                          guidance_scale=args.guidance, generator=generator).frames[0]
-        except ValueError as err:
-            name, _, message = str(err).partition(": ")
-            raise UserError(f"{names.get(name, name)}: {message}") from err
-        write_video(out, frames, fps=args.fps)
-        print(f"wrote {out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, seed {args.seed + i})")
+    try:
+        for job, frames in generate_clips(pipe, jobs, fps=args.fps, **pipeline_settings(args)):
+            print(f"wrote {job.path} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, seed {job.seed})")
+    except ValueError as err:
+        raise as_user_error(err) from err
     return 0
