@@ -18,17 +18,23 @@ def register(subparsers) -> None:
         "(prompts like \"the digit 7 moves to the right\").",
     )
     p.add_argument("prompt", nargs="?", help="the text prompt (omit when using --prompts-file)")
-    p.add_argument("--model", help="a MagicVideo pipeline folder (default: the bundled digits model)")
     p.add_argument("--out", default="out.mp4", help="output file, .mp4 (H.264) or .gif (default: out.mp4)")
     p.add_argument("--prompts-file", help="text file with one prompt per line (or a CSV with a caption column): writes one "
                    "clip per prompt into --out-dir, loading the model once")
     p.add_argument("--out-dir", default="outputs", help="folder for --prompts-file clips (default: outputs)")
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="clip format with --prompts-file (default: mp4)")
+    add_generation_options(p)
+    p.set_defaults(func=run)
+
+
+def add_generation_options(p) -> None:
+    """The model and sampling options, shared by `generate` and `eval protocol`."""
+    p.add_argument("--model", help="a MagicVideo pipeline folder (default: the bundled digits model)")
     p.add_argument("--frames", type=int, help="number of keyframes (default: the model's, 16)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale; <= 1 disables it (default: 7.5)")
     p.add_argument("--negative", default=None, help="negative prompt for guidance (default: empty)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; clip i of a prompts file uses seed + i (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the i-th clip of a prompt list uses seed + i (default: 0)")
     p.add_argument("--fps", type=float, default=8, help="frame rate the model is conditioned on and the clip is written at; "
                    "lower = more motion per frame (default: 8)")
     p.add_argument("--height", type=int, help="frame height in pixels (default: the model's)")
@@ -36,7 +42,18 @@ def register(subparsers) -> None:
     p.add_argument("--scheduler", help="sampler: ddim, ddpm, dpm++ (DPM-Solver++), euler (default: the model's own)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="weights precision (default: fp16 on cuda, fp32 on cpu)")
-    p.set_defaults(func=run)
+
+
+def pipeline_from_args(args):
+    """The pipeline of --model/--device/--dtype with --scheduler swapped in; user mistakes raise UserError."""
+    from ..pipeline import SCHEDULERS
+
+    if args.scheduler and args.scheduler not in SCHEDULERS:
+        raise UserError(f"--scheduler: unknown scheduler {args.scheduler!r}; choose one of {sorted(SCHEDULERS)}")
+    pipe = load_pipeline(args.model, args.device, args.dtype)
+    if args.scheduler:
+        pipe.set_scheduler(args.scheduler)
+    return pipe
 
 
 def load_pipeline(model: str | None, device: str | None = None, dtype: str | None = None):
@@ -98,10 +115,6 @@ def read_prompts_file(path: str, option: str = "--prompts-file") -> list[str]:
 
 def run(args) -> int:
     from ..generation import ClipJob, generate_clips, plan_clips
-    from ..pipeline import SCHEDULERS
-
-    if args.scheduler and args.scheduler not in SCHEDULERS:
-        raise UserError(f"--scheduler: unknown scheduler {args.scheduler!r}; choose one of {sorted(SCHEDULERS)}")
 
     if args.prompts_file:
         if args.prompt:
@@ -114,9 +127,7 @@ def run(args) -> int:
     else:
         raise UserError("give a PROMPT (or --prompts-file); see --help")
 
-    pipe = load_pipeline(args.model, args.device, args.dtype)
-    if args.scheduler:
-        pipe.set_scheduler(args.scheduler)
+    pipe = pipeline_from_args(args)
     try:
         for job, frames in generate_clips(pipe, jobs, fps=args.fps, **pipeline_settings(args)):
             print(f"wrote {job.path} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, seed {job.seed})")
