@@ -159,3 +159,14 @@ def test_inflation_rejects_unsupported_image_models():
     unet2d = UNet2DConditionModel(**TINY_UNET, class_embed_type="timestep")
     with pytest.raises(ValueError, match="class_embed_type"):
         MagicVideoUNet3D.from_unet2d(unet2d)
+
+
+def test_inflation_of_a_u_net_whose_middle_block_does_not_attend():
+    torch.manual_seed(0)
+    unet2d = randomize_(UNet2DConditionModel(**TINY_UNET, mid_block_type="UNetMidBlock2D"), seed=4, std=0.05).eval()
+    unet3d = MagicVideoUNet3D.from_unet2d(unet2d, num_frames=FRAMES).eval()
+    sample, t, context = inputs()
+    with torch.no_grad():
+        video = unet3d(sample, t, context).sample
+        per_frame = torch.stack([unet2d(sample[:, :, i], t, context).sample for i in range(FRAMES)], dim=2)
+    assert (video - per_frame).abs().max() <= 1e-4

@@ -38,6 +38,11 @@ SPATIAL_CONFIG_KEYS = (
 )
 
 
+def _context(block, context) -> dict:
+    """Cross-attention context for the blocks that attend to text."""
+    return {"encoder_hidden_states": context} if getattr(block, "has_cross_attention", False) else {}
+
+
 def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
@@ -199,21 +204,18 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         x = self.conv_in(x)
         skips = (x,)
         for block in self.down_blocks:
-            if getattr(block, "has_cross_attention", False):
-                x, res = block(hidden_states=x, temb=emb, encoder_hidden_states=context)
-            else:
-                x, res = block(hidden_states=x, temb=emb)
+            x, res = block(hidden_states=x, temb=emb, **_context(block, context))
             skips += res
         if self.mid_block is not None:
-            x = self.mid_block(x, emb, encoder_hidden_states=context)
+            x = self.mid_block(x, emb, **_context(self.mid_block, context))
         upsample_size = None
         forward_upsample_size = any(dim % 2 ** self.num_upsamplers for dim in (height, width))
         for i, block in enumerate(self.up_blocks):
             res, skips = skips[-len(block.resnets):], skips[: -len(block.resnets)]
             if i < len(self.up_blocks) - 1 and forward_upsample_size:
                 upsample_size = skips[-1].shape[2:]
-            kwargs = {"encoder_hidden_states": context} if getattr(block, "has_cross_attention", False) else {}
-            x = block(hidden_states=x, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size, **kwargs)
+            x = block(hidden_states=x, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size,
+                      **_context(block, context))
         if self.conv_norm_out is not None:
             x = self.conv_act(self.conv_norm_out(x))
         x = self.conv_out(x)

@@ -1,0 +1,101 @@
+"""`magicvideo train`, `magicvideo train-vae` and `magicvideo cache`: training from one YAML config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from . import UserError
+
+
+def _common(p) -> None:
+    p.add_argument("config", type=Path, metavar="CONFIG.yaml", help="experiment config (see configs/*.yaml)")
+    p.add_argument("--data", metavar="MANIFEST_OR_SHARDS",
+                   help="overrides data.manifest (a .csv) or data.shards (.tar, brace pattern or folder of .tar)")
+
+
+def register(subparsers) -> None:
+    for name, help_text in (("train", "train the 3D U-Net (or any task a config names)"),
+                            ("train-vae", "train a KL autoencoder (AutoencoderKL) from scratch on video frames")):
+        p = subparsers.add_parser(name, help=help_text, description=help_text.capitalize() + ". Run it under "
+                                  "`accelerate launch` or `torchrun` for several processes or GPUs.")
+        _common(p)
+        p.add_argument("--output-dir", help="overrides output.output_dir")
+        p.add_argument("--max-steps", type=int, help="overrides train.max_steps")
+        p.add_argument("--checkpoint-every", type=int, help="overrides output.checkpoint_every")
+        p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output dir")
+        p.set_defaults(func=run_train, task=None if name == "train" else "vae")
+    p = subparsers.add_parser("cache", help="encode a data set into a latent cache (data.cache_dir)",
+                              description="Encode every video (all frames, VAE) and caption (text encoder) of the "
+                              "config's data once into safetensors shards under data.cache_dir; `train` then reads "
+                              "them instead of decoding videos.")
+    _common(p)
+    p.add_argument("--cache-dir", help="overrides data.cache_dir")
+    p.set_defaults(func=run_cache)
+
+
+def _load(args):
+    from ..training.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        raise UserError(str(err)) from None
+    if args.data:
+        is_manifest = args.data.endswith(".csv")
+        config.data.manifest = args.data if is_manifest else None
+        config.data.shards = None if is_manifest else args.data
+        if is_manifest and not Path(args.data).is_file():
+            raise UserError(f"--data: no such manifest {args.data}")
+    return config
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("magicvideo").setLevel(logging.INFO)
+
+
+def _positive(value, flag: str):
+    if value is not None and value < 0:
+        raise UserError(f"{flag} must be >= 0, got {value}")
+    return value
+
+
+def run_train(args) -> int:
+    _logging()
+    config = _load(args)
+    if args.task:
+        config.task = args.task
+    if args.output_dir:
+        config.output.output_dir = args.output_dir
+    if _positive(args.max_steps, "--max-steps") is not None:
+        config.train.max_steps = args.max_steps
+    if _positive(args.checkpoint_every, "--checkpoint-every") is not None:
+        config.output.checkpoint_every = args.checkpoint_every
+    from ..training import train
+
+    try:
+        train(config, resume=args.resume)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from None
+    return 0
+
+
+def run_cache(args) -> int:
+    _logging()
+    config = _load(args)
+    if args.cache_dir:
+        config.data.cache_dir = args.cache_dir
+    if not config.data.cache_dir:
+        raise UserError("no cache folder: set data.cache_dir in the config or pass --cache-dir")
+    if not config.data.manifest:
+        raise UserError("the latent cache reads a CSV manifest: set data.manifest or pass --data MANIFEST.csv")
+    from ..training.cache import build_cache_from_config
+
+    try:
+        index = build_cache_from_config(config)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from None
+    print(f"cached {len(index['videos'])} videos in {config.data.cache_dir}; "
+          f"{len(index['skipped'])} unreadable videos skipped")
+    return 0

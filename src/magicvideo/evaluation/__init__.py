@@ -1,0 +1,1 @@
+"""Evaluation metrics: FVD (I3D features, Fréchet distance) and CLIPSIM."""

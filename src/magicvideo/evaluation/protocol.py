@@ -1,0 +1,138 @@
+"""Benchmark protocol: render one clip per prompt (UCF-101 class prompts, MSR-VTT captions, ...),
+then FVD against a real set and CLIPSIM against the prompts, recorded with every setting."""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from magicvideo.evaluation.fvd import NUM_FRAMES, compute_fvd
+from magicvideo.evaluation.videos import EvaluationError, EvaluationWarning, list_videos
+from magicvideo.generation import ClipJob, generate_clips
+
+MANIFEST = "clips.csv"  # path,caption,fps of the generated clips, in the output folder
+LOCK = "generation.json"  # how the clips of the output folder were made (checked on resume)
+
+
+def generation_settings(pipe, num_frames: int | None = None, height: int | None = None, width: int | None = None,
+                        num_inference_steps: int = 25, guidance_scale: float = 7.5,
+                        negative_prompt: str | None = None, fps: float = 8) -> dict:
+    """The effective settings of a pipeline call (defaults resolved from the model)."""
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return {
+        "steps": num_inference_steps,
+        "guidance": guidance_scale,
+        "fps": fps,
+        "frames": pipe.unet.config.num_frames if num_frames is None else num_frames,
+        "height": size if height is None else height,
+        "width": size if width is None else width,
+        "scheduler": type(pipe.scheduler).__name__,
+        "negative_prompt": negative_prompt or "",
+        "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+    }
+
+
+def _pipe_kwargs(settings: dict) -> dict:
+    return dict(num_inference_steps=settings["steps"], guidance_scale=settings["guidance"],
+                num_frames=settings["frames"], height=settings["height"], width=settings["width"],
+                negative_prompt=settings["negative_prompt"] or None)
+
+
+def _update_lock(out_dir: Path, model: str, settings: dict, jobs: Sequence[ClipJob], skip_existing: bool) -> None:
+    """Record how the clips of `out_dir` are made (model, settings, seed per file). On resume, refuse
+    to reuse a clip made with another model, settings or seed: that would be a silently wrong FVD."""
+    lock = out_dir / LOCK
+    previous = json.loads(lock.read_text()) if lock.is_file() else None
+    seeds = {job.path.name: job.seed for job in jobs}
+    if skip_existing:
+        existing = [job for job in jobs if job.path.is_file()]
+        if existing and previous is None:
+            raise ValueError(f"skip_existing: {out_dir} holds clips but no {LOCK}, so how they were made is "
+                             "unknown; use another output folder or regenerate")
+        if existing:
+            changed = ["model"] if previous["model"] != model else []
+            changed += [f"settings.{key}" for key in settings if previous["settings"].get(key) != settings[key]]
+            changed += [f"seed of {job.path.name}" for job in existing if previous["seeds"].get(job.path.name) != job.seed]
+            if changed:
+                raise ValueError(f"skip_existing: clips in {out_dir} were made differently ({', '.join(changed[:5])} "
+                                 f"differ, see {lock}); use another output folder or regenerate")
+        seeds = {**(previous or {}).get("seeds", {}), **seeds}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"model": model, "settings": settings, "seeds": seeds}, indent=2))
+
+
+def run_protocol(pipe, jobs: Sequence[ClipJob], out_dir: str | Path, real: str | Path, model: str,
+                 settings: dict, clip_path: str | Path | None = None, cache_dir: str | Path | None = None,
+                 i3d_path: str | Path | None = None, skip_existing: bool = False, extra: dict | None = None) -> dict:
+    """Generate `jobs` (see `generation.plan_clips`) with `settings` (see `generation_settings`), then
+    compute FVD against `real` and, with `clip_path`, CLIPSIM; returns the report (a JSON-able dict).
+
+    Bad input raises ValueError naming the argument ("real: ...", "num_frames: ...", "clip: ...")
+    before anything is generated, or EvaluationError from the metrics. EvaluationWarnings (e.g. too
+    few clips for a full-rank covariance) are collected in the report's "warnings"."""
+    from magicvideo import __version__
+
+    out_dir = Path(out_dir)
+    if settings["frames"] < NUM_FRAMES:
+        raise ValueError(f"num_frames: FVD needs clips of at least {NUM_FRAMES} frames, these would have "
+                         f"{settings['frames']} (the model makes up to {pipe.unet.config.num_frames})")
+    try:
+        num_real = len(list_videos(real))
+    except EvaluationError as err:
+        raise ValueError(f"real: {err}") from err
+    clip = None
+    if clip_path is not None:
+        from magicvideo.evaluation.clipsim import load_clip
+
+        try:
+            clip = load_clip(clip_path)
+        except (EvaluationError, OSError) as err:
+            raise ValueError(f"clip: {err}") from err
+
+    _update_lock(out_dir, model, settings, jobs, skip_existing)
+
+    generated = skipped = 0
+    for _, frames in generate_clips(pipe, jobs, fps=settings["fps"], skip_existing=skip_existing,
+                                    **_pipe_kwargs(settings)):
+        generated, skipped = (generated + 1, skipped) if frames is not None else (generated, skipped + 1)
+    manifest = out_dir / MANIFEST
+    with open(manifest, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(("path", "caption", "fps"))
+        writer.writerows((job.path.relative_to(out_dir), job.prompt, settings["fps"]) for job in jobs)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fvd = compute_fvd(real, manifest, i3d_path=i3d_path, cache_dir=cache_dir)
+        clipsim = None
+        if clip is not None:
+            from magicvideo.evaluation.clipsim import clipsim as clipsim_of
+
+            tqdm.write("CLIPSIM of the generated clips")
+            clipsim = clipsim_of(*clip, list_videos(manifest))["clipsim"]
+    notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, EvaluationWarning)))
+    return {
+        "fvd": fvd["fvd"],
+        "clipsim": clipsim,
+        "num_clips": len(jobs),
+        "num_generated": generated,
+        "num_skipped": skipped,
+        "num_real": fvd["num_real"],
+        "num_fake": fvd["num_fake"],
+        "warnings": notes,
+        "model": model,
+        "real": str(Path(real).resolve()),
+        "clip_model": None if clip_path is None else str(Path(clip_path).resolve()),
+        "clips": str(manifest.resolve()),
+        "seeds": [job.seed for job in jobs],
+        "settings": settings,
+        **(extra or {}),
+        "magicvideo_version": __version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,89 @@
+"""Batch generation: one clip per prompt (or several seeds per prompt), written to files.
+
+The one code path behind `magicvideo generate --prompts-file` and `magicvideo eval protocol`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .video_io import write_video
+
+CAPTION_COLUMNS = ("caption", "prompt", "text", "sentence")
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """One clip to render: its prompt, the seed of its initial noise and its output file."""
+
+    prompt: str
+    seed: int
+    path: Path
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts of a text file (one per non-empty line) or of a CSV with a header row naming a
+    caption column (`caption`, `prompt`, `text` or `sentence`). Raises OSError / ValueError."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = {name.strip().lower(): name for name in reader.fieldnames or ()}
+        column = next((columns[c] for c in CAPTION_COLUMNS if c in columns), None)
+        if column is None:
+            raise ValueError(f"{path} has no caption column (header: {list(columns) or 'none'}; "
+                             f"expected one of {list(CAPTION_COLUMNS)})")
+        return [row[column].strip() for row in reader if (row[column] or "").strip()]
+
+
+def clip_name(prompt: str, index: int) -> str:
+    """`0007-the-digit-7-moves-right`: the prompt's index and a file-name-safe form of it."""
+    return f"{index:04d}-" + (re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "clip")
+
+
+def plan_clips(prompts: Sequence[str], out_dir: str | Path, seed: int = 0, seeds_per_prompt: int = 1,
+               format: str = "mp4") -> list[ClipJob]:
+    """The clips of a prompt list: prompt i, sample k gets seed `seed + i * seeds_per_prompt + k`
+    (so clip i of a one-seed run uses `seed + i`) and the file `OUT/<index>-<prompt>[-s<k>].<format>`."""
+    if seeds_per_prompt < 1:
+        raise ValueError(f"seeds_per_prompt: must be >= 1, got {seeds_per_prompt}")
+    jobs = []
+    for i, prompt in enumerate(prompts):
+        for k in range(seeds_per_prompt):
+            suffix = f"-s{k}" if seeds_per_prompt > 1 else ""
+            jobs.append(ClipJob(prompt, seed + i * seeds_per_prompt + k,
+                                Path(out_dir) / f"{clip_name(prompt, i)}{suffix}.{format}"))
+    return jobs
+
+
+def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing: bool = False,
+                   **pipe_kwargs) -> Iterator[tuple[ClipJob, np.ndarray | None]]:
+    """Render and write each job's clip, yielding (job, frames) as they are done; frames is None for
+    a clip skipped because its file exists (`skip_existing`). Each clip is drawn with its own CPU
+    generator seeded with `job.seed`, so a clip does not depend on the others. `pipe_kwargs` go to
+    the pipeline call (negative_prompt, num_frames, height, width, num_inference_steps,
+    guidance_scale); its ValueErrors (bad settings) propagate. A file is written under a temporary
+    name and renamed when complete, so an interrupted run never leaves a truncated clip behind."""
+    for job in tqdm(jobs, desc="clips", unit="clip", disable=len(jobs) == 1):
+        if skip_existing and job.path.is_file():
+            yield job, None
+            continue
+        generator = torch.Generator(device="cpu").manual_seed(job.seed)
+        frames = pipe(job.prompt, fps=fps, generator=generator, **pipe_kwargs).frames[0]
+        partial = job.path.with_name(f"{job.path.stem}.partial{job.path.suffix}")
+        try:
+            write_video(partial, frames, fps=fps)
+            os.replace(partial, job.path)
+        finally:
+            partial.unlink(missing_ok=True)
+        yield job, frames

@@ -1,0 +1,19 @@
+"""Training: video-text data sets, the latent cache, the diffusion and VAE trainers."""
+
+from __future__ import annotations
+
+from .config import Config, ConfigError, load_config
+
+
+def train(config: Config, resume: bool = False):
+    """Run the task a config names (`diffusion` or `vae`); returns the `final/` folder."""
+    from .trainer import Trainer
+
+    if config.task == "vae":
+        from .vae_task import VAETask as task
+    else:
+        from .diffusion import DiffusionTask as task
+    return Trainer(config, task, resume=resume).run()
+
+
+__all__ = ["Config", "ConfigError", "load_config", "train"]

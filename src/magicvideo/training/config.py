@@ -1,0 +1,189 @@
+"""One YAML file holds every hyperparameter of an experiment; these dataclasses are its schema.
+
+`load_config(path)` checks every key and type and names the offending key on error
+(`ConfigError: train.learning_rate: expected float, got str 'fast'`). Sections: `task`
+("diffusion" or "vae"), `model` (3D U-Net, VAE and text encoder sources), `vae` (the autoencoder
+trained by `magicvideo train-vae`), `data`, `train` (optimisation) and `output` (checkpoints,
+logging and samples). `configs/*.yaml` are commented examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An unknown key or a value of the wrong type in a training config."""
+
+
+@dataclass
+class DataConfig:
+    manifest: str | None = None  # CSV manifest (path,caption[,fps]); paths relative to `root`
+    root: str | None = None  # folder the manifest's paths are relative to (default: the manifest's folder)
+    shards: str | None = None  # WebDataset shards instead: "dir/shard-{0000..0099}.tar", a folder, or one .tar
+    path_column: str = "{path}"  # format string over the CSV columns; WebVid: "{page_dir}/{videoid}.mp4"
+    caption_column: str = "caption"  # WebVid: "name"
+    fps_column: str = "fps"  # optional column; missing -> the file's own frame rate
+    num_frames: int = 16  # frames per training clip (VAE training: frames taken per video sample)
+    resolution: int = 256  # square training size in pixels (resize shorter side, centre crop)
+    min_stride: int = 1  # frame strides drawn uniformly from [min_stride, max_stride]; fps = native / stride
+    max_stride: int = 4
+    cache_dir: str | None = None  # latent cache (`magicvideo cache`); used for training when present
+    cache_dtype: str = "float16"  # float16 or float32 latents and text embeddings in the cache
+    cache_shard_size: int = 256  # videos per safetensors shard of the cache
+    num_workers: int = 0  # DataLoader worker processes per training process
+    shuffle: bool = True
+
+
+@dataclass
+class ModelConfig:
+    pretrained: str | None = None  # a pipeline folder (`magicvideo init-from-sd` output, a previous `final/`)
+    unet: dict = field(default_factory=dict)  # MagicVideoUNet3D arguments when training from scratch
+    vae: str | None = None  # an AutoencoderKL folder (e.g. `train-vae`'s final/); overrides the pipeline's
+    text_encoder: str | None = None  # folder with tokenizer + transformers encoder; "minilm": the bundled MiniLM
+    freeze_spatial: bool = False  # train only adaptors, temporal attention and the FPS embedding
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class VAEConfig:
+    init: str | None = None  # an AutoencoderKL folder to fine-tune instead of starting from scratch
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256])  # one per level: f = 2^(n-1)
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    reconstruction_loss: str = "l1"  # l1 or mse, per pixel value
+    kl_weight: float = 1.0e-6  # weight of the KL divergence (per pixel value, LDM's convention)
+    scaling_samples: int = 64  # clips encoded at the end to measure scaling_factor = 1 / std(latents)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 1  # clips per process per micro-batch
+    gradient_accumulation_steps: int = 1
+    max_steps: int = 1000  # optimizer steps
+    learning_rate: float = 1.0e-4
+    lr_scheduler: str = "constant_with_warmup"  # any diffusers.optimization.get_scheduler name (warmup included)
+    warmup_steps: int = 500
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1.0e-8
+    weight_decay: float = 1.0e-2
+    max_grad_norm: float = 1.0  # 0 disables gradient clipping
+    mixed_precision: str = "no"  # no, fp16 or bf16 (accelerate)
+    caption_dropout: float = 0.1  # fraction of captions replaced by "" (classifier-free guidance)
+    ema: bool = True
+    ema_decay: float = 0.9999
+    num_train_timesteps: int = 1000  # DDPMScheduler (from scratch; a pretrained pipeline keeps its own)
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    prediction_type: str = "epsilon"
+
+
+@dataclass
+class OutputConfig:
+    output_dir: str = "runs/experiment"
+    checkpoint_every: int = 500  # optimizer steps between checkpoints (0: only the final pipeline)
+    keep_checkpoints: int = 3  # newest checkpoints kept
+    log_every: int = 1  # steps between metrics.csv rows
+    sample_every: int = 0  # steps between validation samples (0: only at the end)
+    validation_prompts: list[str] = field(default_factory=list)
+    sample_steps: int = 25
+    sample_guidance_scale: float = 7.5
+    sample_fps: float = 8.0
+    sample_seed: int = 0
+
+
+@dataclass
+class Config:
+    task: str = "diffusion"  # diffusion (3D U-Net) or vae (AutoencoderKL, same as `magicvideo train-vae`)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "task": ("diffusion", "vae"),
+    "train.mixed_precision": ("no", "fp16", "bf16"),
+    "train.prediction_type": ("epsilon", "v_prediction"),
+    "vae.reconstruction_loss": ("l1", "mse"),
+    "data.cache_dtype": ("float16", "float32"),
+}
+
+
+def _convert(value, kind, key: str):
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        return _convert(value, next(o for o in options if o is not type(None)), key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(kind)
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of keys, got {type(value).__name__} {value!r}")
+        return _from_dict(kind, value, f"{key}.")
+    if kind is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _from_dict(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key (known keys: {', '.join(sorted(names))})")
+    values = {}
+    for key, value in data.items():
+        values[key] = _convert(value, hints[key], prefix + key)
+        allowed = CHOICES.get(prefix + key)
+        if allowed and values[key] not in allowed:
+            raise ConfigError(f"{prefix}{key}: must be one of {', '.join(allowed)}, got {values[key]!r}")
+    return cls(**values)
+
+
+def config_from_dict(data: dict | None) -> Config:
+    return _from_dict(Config, data or {})
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a YAML config (see module docstring)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return config_from_dict(data)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

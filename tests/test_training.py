@@ -1,0 +1,174 @@
+"""Training: data sampling, config checking, DDP equivalence, exact resume after SIGKILL, skipped
+unreadable videos, and cached == uncached losses. Tiny models (16 px, 4 frames), a few steps."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _train_utils import tiny_config  # noqa: E402
+
+from magicvideo.training.config import ConfigError, config_from_dict  # noqa: E402
+from magicvideo.training.sampling import VideoTooShort, sample_clip  # noqa: E402
+from magicvideo.training.synthetic import write_synthetic_dataset  # noqa: E402
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
+STEPS, EVERY = 6, 2
+
+
+def magicvideo(*args: str, launcher: tuple[str, ...] = (sys.executable,), **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([*launcher, "-m", "magicvideo", *args], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def finish(process: subprocess.Popen) -> str:
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def unet_weights(run: Path) -> dict:
+    return load_file(str(run / "final" / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def assert_same_weights(a: dict, b: dict, atol: float) -> None:
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= atol, worst
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Data, tiny config (batch 2, 6 steps, checkpoint every 2) and its uninterrupted reference run."""
+    tmp = tmp_path_factory.mktemp("train")
+    manifest = write_synthetic_dataset(tmp / "data", 6, num_frames=10, size=24, seed=1)
+    config = tiny_config(tmp, manifest, train={"max_steps": STEPS, "caption_dropout": 0.3},
+                         output={"checkpoint_every": EVERY})
+    finish(magicvideo("train", str(config), "--output-dir", str(tmp / "reference")))
+    return tmp, manifest, config
+
+
+def test_sample_clip_paper_sampling():
+    rng = random.Random(0)
+    for _ in range(200):
+        clip = sample_clip(40, 24.0, 16, 1, 4, rng)
+        steps = {b - a for a, b in zip(clip.indices, clip.indices[1:])}
+        assert steps == {clip.stride} and 1 <= clip.stride <= 2  # 16 frames at stride 3 need 46 frames
+        assert 0 <= clip.indices[0] and clip.indices[-1] < 40
+        assert clip.fps == 24.0 / clip.stride
+    with pytest.raises(VideoTooShort):
+        sample_clip(15, 24.0, 16, 1, 4, rng)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"^train\.lr: unknown key"):
+        config_from_dict({"train": {"lr": 1e-4}})
+    with pytest.raises(ConfigError, match=r"^data\.num_frames: expected int, got str"):
+        config_from_dict({"data": {"num_frames": "sixteen"}})
+    assert config_from_dict({"train": {"learning_rate": "1e-4"}}).train.learning_rate == 1e-4  # YAML's 1e-4 string
+
+
+def test_run_outputs_and_final_pipeline(setup):
+    tmp, _, _ = setup
+    run = tmp / "reference"
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,lr,clips_per_s,skipped" and len(rows) == STEPS + 1
+    assert (run / "loss.png").stat().st_size > 0
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["checkpoint-00000004", "checkpoint-00000006"]  # keep_checkpoints: 2, no temp left behind
+    from magicvideo import MagicVideoPipeline
+
+    pipe = MagicVideoPipeline.from_pretrained(run / "final")
+    assert pipe.unet.config.num_frames == 4
+
+
+def test_two_processes_match_one_process_with_double_batch(setup):
+    tmp, _, config = setup
+    data = yaml.safe_load(config.read_text())
+    data["train"]["batch_size"] = 1
+    half = tmp / "half.yaml"
+    half.write_text(yaml.safe_dump(data))
+    torchrun = (str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port", "29641")
+    finish(magicvideo("train", str(half), "--output-dir", str(tmp / "ddp"), launcher=torchrun))
+    assert_same_weights(unet_weights(tmp / "ddp"), unet_weights(tmp / "reference"), atol=1e-5)
+    assert (tmp / "ddp" / "metrics.csv").read_text().split("\n")[1].split(",")[:3] == \
+        (tmp / "reference" / "metrics.csv").read_text().split("\n")[1].split(",")[:3]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(setup):
+    tmp, _, config = setup
+    run = tmp / "killed"
+    process = magicvideo("train", str(config), "--output-dir", str(run))
+    first = run / "checkpoints" / f"checkpoint-{EVERY:08d}"
+    while not first.exists():
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert not (run / "final").exists(), "the run ended before it could be killed"
+    output = finish(magicvideo("train", str(config), "--output-dir", str(run), "--resume"))
+    assert "resumed from" in output
+    assert_same_weights(unet_weights(run), unet_weights(tmp / "reference"), atol=0.0)
+    assert (run / "metrics.csv").read_text().count("\n") == STEPS + 1  # no duplicated rows
+
+
+def test_truncated_and_missing_videos_are_skipped(setup):
+    tmp, manifest, config = setup
+    videos = sorted((tmp / "data" / "videos").glob("*.mp4"))[:3]
+    truncated = tmp / "data" / "videos" / "truncated.mp4"
+    data = videos[0].read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    bad = tmp / "data" / "bad.csv"
+    rows = [f"videos/{v.name},a clip,8" for v in videos] + ["videos/truncated.mp4,cut,8", "videos/missing.mp4,gone,8"]
+    bad.write_text("path,caption,fps\n" + "\n".join(rows) + "\n")
+    run = tmp / "skips"
+    output = finish(magicvideo("train", str(config), "--data", str(bad), "--output-dir", str(run), "--max-steps", "3",
+                               "--checkpoint-every", "0"))
+    assert "truncated.mp4" in output and "missing.mp4" in output
+    skipped = int((run / "metrics.csv").read_text().splitlines()[-1].split(",")[-1])
+    assert skipped >= 2  # 6 clips drawn from 5 videos: every video was tried at least once
+    assert f"{skipped} skips of 2 unreadable videos" in output
+    assert (run / "final" / "model_index.json").exists()
+
+
+def test_cached_and_uncached_batches_give_the_same_loss(setup):
+    tmp, _, config_path = setup
+    from accelerate import Accelerator
+
+    from magicvideo.training.cache import CachedClipDataset, build_cache_from_config
+    from magicvideo.training.config import load_config
+    from magicvideo.training.data import collate
+    from magicvideo.training.diffusion import DiffusionTask
+
+    config = load_config(config_path)
+    config.train.caption_dropout = 0.5
+    config.data.cache_dir, config.data.cache_dtype = str(tmp / "cache"), "float32"
+    index = build_cache_from_config(config)
+    assert len(index["videos"]) == 6 and not index["skipped"]
+    torch.manual_seed(0)
+    task = DiffusionTask(config, Accelerator(cpu=True))
+    cached = task.dataset(0, 1, 0)
+    assert isinstance(cached, CachedClipDataset)
+    config.data.cache_dir = None
+    uncached = task.dataset(0, 1, 0)
+    dropped = 0
+    for positions in ([0, 1, 2], [7, 8, 9], [13, 14, 15]):
+        a, b = collate([uncached[p] for p in positions]), collate([cached[p] for p in positions])
+        assert torch.equal(a["fps"], b["fps"])
+        torch.testing.assert_close(task.loss(task.model, a), task.loss(task.model, b), rtol=1e-5, atol=1e-6)
+        dropped += sum(torch.equal(c, task.null_text) for c in task.conditioning(b)[1])
+    assert dropped > 0  # the empty-caption path was compared too
+    shutil.rmtree(tmp / "cache")
