@@ -81,6 +81,23 @@ def test_config_errors_name_the_key():
     assert config_from_dict({"train": {"learning_rate": "1e-4"}}).train.learning_rate == 1e-4  # YAML's 1e-4 string
 
 
+def test_set_overrides_reach_the_config_and_are_checked(tmp_path):
+    from magicvideo.training.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"unet": {"num_frames": 8}}, "train": {"batch_size": 2}}))
+    config = load_config(path, ["model.unet.temporal_attention=bidirectional", "train.batch_size=4",
+                                "output.validation_prompts=[a, b]"])
+    assert config.model.unet == {"num_frames": 8, "temporal_attention": "bidirectional"}
+    assert config.train.batch_size == 4 and config.output.validation_prompts == ["a", "b"]
+    with pytest.raises(ConfigError, match=r"^train\.batch_size: expected int"):
+        load_config(path, ["train.batch_size=many"])
+    with pytest.raises(ConfigError, match=r"^train\.lr: unknown key"):
+        load_config(path, ["train.lr=1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(path, ["train.batch_size"])
+
+
 def test_run_outputs_and_final_pipeline(setup):
     tmp, _, _ = setup
     run = tmp / "reference"

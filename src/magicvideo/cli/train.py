@@ -12,6 +12,9 @@ def _common(p) -> None:
     p.add_argument("config", type=Path, metavar="CONFIG.yaml", help="experiment config (see configs/*.yaml)")
     p.add_argument("--data", metavar="MANIFEST_OR_SHARDS",
                    help="overrides data.manifest (a .csv) or data.shards (.tar, brace pattern or folder of .tar)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override any config value, e.g. --set model.unet.temporal_attention=bidirectional "
+                   "--set train.learning_rate=1e-4 (repeatable; values are read as YAML)")
 
 
 def register(subparsers) -> None:
@@ -38,7 +41,7 @@ def _load(args):
     from ..training.config import ConfigError, load_config
 
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.overrides)
     except ConfigError as err:
         raise UserError(str(err)) from None
     if args.data:

@@ -171,8 +171,24 @@ def config_from_dict(data: dict | None) -> Config:
     return _from_dict(Config, data or {})
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and check a YAML config (see module docstring)."""
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set `section.key=value` overrides (values parsed as YAML) in a raw config mapping."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.learning_rate=1e-4")
+        *sections, leaf = key.strip().split(".")
+        node = data
+        for section in sections:
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {section} is a value, not a section")
+        node[leaf] = yaml.safe_load(text)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read and check a YAML config (see module docstring), with `--set` style overrides applied."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -182,7 +198,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return config_from_dict(data)
+    return config_from_dict(apply_overrides(data or {}, list(overrides)))
 
 
 def save_config(config: Config, path: str | Path) -> None:
