@@ -1,16 +1,32 @@
-"""MagicVideo: efficient text-to-video generation with latent diffusion."""
+"""MagicVideo: efficient text-to-video generation with latent diffusion.
 
-from .init_from_sd import init_from_sd, load_sd_pipeline
-from .pipeline import SCHEDULERS, MagicVideoPipeline, MagicVideoPipelineOutput
-from .unet_3d import MagicVideoUNet3D, MagicVideoUNet3DOutput
+Exports are imported lazily, so that `magicvideo --help` and light tools don't pay for importing
+torch, diffusers and transformers.
+"""
 
-__all__ = [
-    "init_from_sd",
-    "load_sd_pipeline",
-    "SCHEDULERS",
-    "MagicVideoPipeline",
-    "MagicVideoPipelineOutput",
-    "MagicVideoUNet3D",
-    "MagicVideoUNet3DOutput",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "MagicVideoUNet3D": ".unet_3d",
+    "MagicVideoUNet3DOutput": ".unet_3d",
+    "MagicVideoPipeline": ".pipeline",
+    "MagicVideoPipelineOutput": ".pipeline",
+    "SCHEDULERS": ".pipeline",
+    "init_from_sd": ".init_from_sd",
+    "load_sd_pipeline": ".init_from_sd",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'magicvideo' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])
