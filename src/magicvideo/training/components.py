@@ -63,7 +63,8 @@ def load_components(config: Config, with_unet: bool = True) -> Components:
     if scheduler is None:
         scheduler = DDPMScheduler(num_train_timesteps=train.num_train_timesteps, beta_schedule=train.beta_schedule,
                                   beta_start=train.beta_start, beta_end=train.beta_end,
-                                  prediction_type=train.prediction_type, clip_sample=False)
+                                  prediction_type=train.prediction_type, clip_sample=False,
+                                  timestep_spacing="trailing")  # samplers start at the last training step
     for frozen in (vae, text_encoder):
         frozen.requires_grad_(False).eval()
     return Components(unet, vae, tokenizer, text_encoder, scheduler)
