@@ -189,3 +189,39 @@ def test_cached_and_uncached_batches_give_the_same_loss(setup):
         dropped += sum(torch.equal(c, task.null_text) for c in task.conditioning(b)[1])
     assert dropped > 0  # the empty-caption path was compared too
     shutil.rmtree(tmp / "cache")
+
+
+def test_min_snr_weighting(setup):
+    """snr_gamma weights each clip's MSE by min(SNR, gamma) / SNR: a huge gamma gives plain MSE,
+    and the weighted loss equals the hand-computed one."""
+    _, _, config_path = setup
+    from accelerate import Accelerator
+    from diffusers.training_utils import compute_snr
+
+    from magicvideo.training.config import load_config
+    from magicvideo.training.data import collate
+    from magicvideo.training.diffusion import DiffusionTask
+
+    config = load_config(config_path)
+    torch.manual_seed(0)
+    task = DiffusionTask(config, Accelerator(cpu=True))
+    batch = collate([task.dataset(0, 1, 0)[p] for p in (0, 1, 2)])
+    plain = task.loss(task.model, batch)
+    config.train.snr_gamma = 1e12
+    torch.testing.assert_close(task.loss(task.model, batch), plain, rtol=1e-5, atol=0)
+
+    config.train.snr_gamma = 0.0
+    per_clip = []
+    for i in range(3):  # each clip's plain loss is its own MSE (noise and timestep are seeded by position)
+        per_clip.append(task.loss(task.model, collate([task.dataset(0, 1, 0)[p] for p in (i,)])))
+    from magicvideo.training.trainer import sample_generator
+
+    steps, timesteps = task.scheduler.config.num_train_timesteps, []
+    for p in (0, 1, 2):
+        generator = sample_generator(config.train.seed, p)
+        torch.randn(task.conditioning(collate([task.dataset(0, 1, 0)[p]]))[0].shape[1:], generator=generator)
+        timesteps.append(torch.randint(0, steps, (), generator=generator))
+    snr = compute_snr(task.scheduler, torch.stack(timesteps))
+    expected = (torch.stack(per_clip) * torch.clamp(snr, max=1.0) / snr).mean()
+    config.train.snr_gamma = 1.0
+    torch.testing.assert_close(task.loss(task.model, batch), expected, rtol=1e-5, atol=1e-7)

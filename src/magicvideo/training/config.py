@@ -86,6 +86,7 @@ class TrainConfig:
     beta_start: float = 0.00085
     beta_end: float = 0.012
     prediction_type: str = "epsilon"
+    snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023), e.g. 5.0; 0 = plain MSE
 
 
 @dataclass

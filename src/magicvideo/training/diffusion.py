@@ -3,7 +3,8 @@
 For a clip at stream position p: latents z0 = E(x) (posterior mode, or read from the latent
 cache), the caption replaced by "" with probability `train.caption_dropout`, noise and timestep
 drawn from a generator seeded by p, z_t = DDPMScheduler.add_noise(z0, noise, t), and the loss
-||eps_theta(z_t, t, tau(y), fps) - noise||^2 (the velocity instead for v-prediction schedulers).
+||eps_theta(z_t, t, tau(y), fps) - noise||^2 (the velocity instead for v-prediction schedulers),
+optionally weighted per clip by Min-SNR-gamma (`train.snr_gamma`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
+from diffusers.training_utils import compute_snr
 
 from ..text import encode_prompts
 from ..vae import encode_video
@@ -90,7 +92,15 @@ class DiffusionTask:
         else:
             target = noise
         prediction = model(noisy, timesteps, context, fps=batch["fps"].to(self.device)).sample
-        return F.mse_loss(prediction.float(), target.float())
+        gamma = self.config.train.snr_gamma
+        if not gamma:
+            return F.mse_loss(prediction.float(), target.float())
+        # Min-SNR-gamma: weight each clip's MSE by min(SNR(t), gamma) / SNR(t) (for v-prediction
+        # the target's scale adds 1 to the denominator), which balances the timesteps' gradients.
+        snr = compute_snr(self.scheduler, timesteps)
+        weight = torch.clamp(snr, max=gamma) / (snr + 1 if self.scheduler.config.prediction_type == "v_prediction" else snr)
+        per_clip = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)
+        return (per_clip * weight).mean()
 
     def pipeline(self, unet):
         from ..pipeline import MagicVideoPipeline
