@@ -51,8 +51,15 @@ def register(subparsers) -> None:
     c.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     c.set_defaults(func=run_train_classifier)
 
-    e = sub.add_parser(
-        "eval",
+    add_eval_parser(sub, "eval")
+    # The same command at the top level, under the name the project's issue gave it.
+    add_eval_parser(subparsers, "eval-digits")
+
+
+def add_eval_parser(subparsers, name: str) -> None:
+    """`digits eval` (also `eval-digits`): score a model with the digit and direction classifier."""
+    e = subparsers.add_parser(
+        name,
         help="score a text-to-video model on digit prompts: digit, direction, fps-following motion",
         description="Generate a clip per (prompt, fps, seed) with the pipeline saved in --model "
         "and report the classifier's digit and direction accuracy, the direction of the "

@@ -8,12 +8,14 @@ import textwrap
 from . import UserError
 
 DTYPES = ("float32", "float16", "bfloat16")
+# Spelled out, not imported: importing the library's tables pulls in torch and diffusers, and
+# `magicvideo --help` must stay fast. The library validates the values; tests/test_cli.py checks
+# that these lists equal its tables.
+TEMPORAL_ATTENTION_MODES = ("directed", "directed_post_softmax", "bidirectional", "none")
+SCHEDULERS = ("ddim", "ddpm", "dpm++", "euler")
 
 
 def register(subparsers) -> None:
-    from ..pipeline import SCHEDULERS
-    from ..temporal_attention import TEMPORAL_ATTENTION_MODES
-
     p = subparsers.add_parser(
         "init-from-sd",
         help="initialise a MagicVideo pipeline from Stable Diffusion 1.x/2.x weights",
