@@ -1,7 +1,8 @@
 """FVD of a digits text-to-video model against real held-out clips, with its floor and ceilings.
 
     python scripts/fvd_digits.py runs/fvd-digits                     # the bundled model, 500 clips a set
-    python scripts/fvd_digits.py runs/fvd-digits --model runs/digits/final --clips 500
+    python scripts/fvd_digits.py runs/fvd-digits --models runs/digits/final runs/digits-none/final
+    python scripts/fvd_digits.py runs/fvd-digits --models                # only the reference sets
 
 Every set is N 16-frame 64x64 clips at 8 fps, written as mp4 the same way (so compression is
 the same for all), embedded by I3D and compared with the reference set:
@@ -9,10 +10,11 @@ the same for all), embedded by I3D and compared with the reference set:
 - ``real-a``: the reference, real clips of held-out test digits (seed 1);
 - ``real-b``: other real clips of held-out digits (seed 2): FVD(real-b, real-a) is the *floor*,
   what a perfect generator scores with this many clips;
-- ``model``: the model's clips for the captions of ``real-b`` (seed i for clip i);
+- ``model-PARENT-NAME``: each model's clips for the captions of ``real-b`` (seed i for clip i);
 - ``shuffled``: the clips of ``real-b`` with their frames in a random order: every frame real, the
   motion destroyed (how much FVD sees of time);
-- ``noise``: the model's VAE decoding Gaussian latents: a generator that learned nothing (the ceiling).
+- ``noise``: the bundled model's VAE decoding Gaussian latents: a generator that learned nothing
+  (the ceiling).
 
 Every step is resumable: clips already written and I3D features already cached are reused.
 Prints a markdown table and writes ``OUT/fvd.json``.
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL
 
 from magicvideo.digits.data import generate_clips as real_clips
 from magicvideo.evaluation.fvd import cached_features, fvd_from_features
@@ -55,11 +58,26 @@ def write_set(folder: Path, clips: np.ndarray, captions) -> None:
             writer.writerow([path.name, caption, FPS])
 
 
+def noise_clips(vae, n: int, frames: int, size: int) -> np.ndarray:
+    """The VAE decoding Gaussian latents (scaled, as the U-Net produces them): (n, F, H, W, 3) uint8."""
+    generator, clips = torch.Generator().manual_seed(0), []
+    latent_size = size // 2 ** (len(vae.config.block_out_channels) - 1)
+    for _ in range(n):
+        latents = torch.randn(1, vae.config.latent_channels, frames, latent_size, latent_size, generator=generator)
+        with torch.no_grad():
+            video = decode_video(vae, latents)[0].clamp(-1, 1)
+        clips.append(to_uint8((video.permute(1, 2, 3, 0).numpy() + 1) / 2))
+    return np.stack(clips)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="working folder (clips, feature cache, fvd.json)")
-    parser.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="pipeline folder (default: the bundled model)")
-    parser.add_argument("--clips", type=int, default=500, help="clips per set (default: 500; more than the 400 I3D dimensions, for full-rank covariances)")
+    parser.add_argument("--models", type=Path, nargs="*", default=[BUNDLED_MODEL],
+                        help="pipeline folders to score, each in OUT/model-PARENT-NAME (default: the bundled model; "
+                             "none: only build and embed the reference sets)")
+    parser.add_argument("--clips", type=int, default=500,
+                        help="clips per set (default: 500; more than the 400 I3D dimensions, for full-rank covariances)")
     parser.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
     parser.add_argument("--guidance", type=float, default=7.5, help="guidance scale (default: 7.5)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -70,47 +88,37 @@ def main() -> None:
     n, out = args.clips, args.out
     real_a = real_clips(n, split="test", stride=STRIDE, seed=1)
     real_b = real_clips(n, split="test", stride=STRIDE, seed=2)
-    write_set(out / "real-a", real_a["frames"], real_a["caption"])
-    write_set(out / "real-b", real_b["frames"], real_b["caption"])
-    rng = np.random.default_rng(0)
-    shuffled = np.stack([clip[rng.permutation(len(clip))] for clip in real_b["frames"]])
-    write_set(out / "shuffled", shuffled, real_b["caption"])
-
-    pipe = MagicVideoPipeline.from_pretrained(args.model)
-    pipe.set_progress_bar_config(disable=True)
     captions = list(real_b["caption"])
-    jobs = plan_clips(captions, out / "model", seed=0)
-    for _ in generate_clips(pipe, jobs, fps=FPS, skip_existing=True, num_inference_steps=args.steps,
-                            guidance_scale=args.guidance):
-        pass
-    with open(out / "model" / "captions.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["path", "caption", "fps"]] + [[j.path.name, j.prompt, FPS] for j in jobs])
-
+    write_set(out / "real-a", real_a["frames"], real_a["caption"])
+    write_set(out / "real-b", real_b["frames"], captions)
+    rng = np.random.default_rng(0)
+    write_set(out / "shuffled", np.stack([clip[rng.permutation(len(clip))] for clip in real_b["frames"]]), captions)
     if not (out / "noise" / "captions.csv").is_file():
-        vae, frames = pipe.vae, real_a["frames"].shape[1]
-        latent_size = real_a["frames"].shape[2] // pipe.vae_scale_factor
-        generator = torch.Generator().manual_seed(0)
-        noise_clips = []
-        for _ in range(n):
-            latents = torch.randn(1, vae.config.latent_channels, frames, latent_size, latent_size, generator=generator)
-            with torch.no_grad():
-                video = decode_video(vae, latents)  # scaled latents, as the U-Net produces them
-            noise_clips.append(to_uint8((video[0].permute(1, 2, 3, 0).clamp(-1, 1).numpy() + 1) / 2))
-        write_set(out / "noise", np.stack(noise_clips), captions)
+        vae = AutoencoderKL.from_pretrained(BUNDLED_MODEL / "vae")
+        write_set(out / "noise", noise_clips(vae, n, *real_a["frames"].shape[1:3]), captions)
+
+    sets = {"real-b (floor)": "real-b"}
+    for model in args.models:
+        pipe = MagicVideoPipeline.from_pretrained(model)
+        pipe.set_progress_bar_config(disable=True)
+        folder = out / ("model-" + "-".join(model.resolve().parts[-2:]))  # runs/x/final -> model-x-final
+        jobs = plan_clips(captions, folder, seed=0)
+        for _ in generate_clips(pipe, jobs, fps=FPS, skip_existing=True, num_inference_steps=args.steps,
+                                guidance_scale=args.guidance):
+            pass
+        with open(folder / "captions.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["path", "caption", "fps"]] + [[j.path.name, j.prompt, FPS] for j in jobs])
+        sets[f"model {model}"] = folder.name
+    sets.update({"real-b, frames shuffled": "shuffled", "VAE-decoded noise (ceiling)": "noise"})
 
     i3d = I3D.from_pretrained()
-    features = {}
-    for name in ("real-a", "real-b", "model", "shuffled", "noise"):
-        paths = [item.path for item in list_videos(out / name / "captions.csv")]
-        features[name] = cached_features(paths, i3d, out / "features", desc=f"I3D {name}")
-    rows = {
-        "real-b (floor)": "real-b",
-        f"model ({args.model.name})": "model",
-        "real-b, frames shuffled": "shuffled",
-        "VAE-decoded noise (ceiling)": "noise",
+    features = {
+        name: cached_features([item.path for item in list_videos(out / name / "captions.csv")], i3d,
+                              out / "features", desc=f"I3D {name}")
+        for name in ("real-a", *sets.values())
     }
-    results = {label: fvd_from_features(features["real-a"], features[key]) for label, key in rows.items()}
-    report = {"model": str(args.model), "clips_per_set": n, "fps": FPS, "steps": args.steps,
+    results = {label: fvd_from_features(features["real-a"], features[name]) for label, name in sets.items()}
+    report = {"models": [str(m) for m in args.models], "clips_per_set": n, "fps": FPS, "steps": args.steps,
               "guidance": args.guidance, "fvd_vs_real_a": results}
     (out / "fvd.json").write_text(json.dumps(report, indent=2))
     print(f"FVD against {n} real held-out clips (real-a), {n} clips a set, 16 frames at {FPS:g} fps:\n")
