@@ -128,6 +128,8 @@ def run(args) -> int:
         raise UserError("give a PROMPT (or --prompts-file); see --help")
 
     pipe = pipeline_from_args(args)
+    if len(jobs) > 1:
+        pipe.set_progress_bar_config(disable=True)  # one bar over the clips, not one per clip
     try:
         for job, frames in generate_clips(pipe, jobs, fps=args.fps, **pipeline_settings(args)):
             print(f"wrote {job.path} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, seed {job.seed})")
