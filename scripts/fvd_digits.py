@@ -35,7 +35,7 @@ from magicvideo.digits.data import generate_clips as real_clips
 from magicvideo.evaluation.fvd import cached_features, fvd_from_features
 from magicvideo.evaluation.i3d import I3D
 from magicvideo.evaluation.videos import list_videos
-from magicvideo.generation import generate_clips, plan_clips
+from magicvideo.generation import generate_clips, plan_clips, write_manifest
 from magicvideo.pipeline import BUNDLED_MODEL, MagicVideoPipeline
 from magicvideo.vae import decode_video
 from magicvideo.video_io import to_uint8, write_video
@@ -106,8 +106,7 @@ def main() -> None:
         for _ in generate_clips(pipe, jobs, fps=FPS, skip_existing=True, num_inference_steps=args.steps,
                                 guidance_scale=args.guidance):
             pass
-        with open(folder / "captions.csv", "w", newline="") as f:
-            csv.writer(f).writerows([["path", "caption", "fps"]] + [[j.path.name, j.prompt, FPS] for j in jobs])
+        write_manifest(jobs, folder / "captions.csv", FPS)
         sets[f"model {model}"] = folder.name
     sets.update({"real-b, frames shuffled": "shuffled", "VAE-decoded noise (ceiling)": "noise"})
 

@@ -142,7 +142,7 @@ def test_bundled_model_loads_offline_in_float32_and_reproduces_a_seed():
 
     pipe = load_pipeline(None, device="cpu")  # what `generate` uses without --model
     assert pipe.unet.dtype == torch.float32 and pipe.text_encoder is not None
-    assert MagicVideoPipeline.from_pretrained(BUNDLED_MODEL).unet.config == pipe.unet.config
+    assert str(pipe.name_or_path) == str(BUNDLED_MODEL)
     prompt = "the digit 7 moves to the right"
     a, b = (pipe(prompt, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames for _ in range(2))
     assert a.shape == (1, 16, 64, 64, 3) and np.array_equal(a, b)

@@ -87,3 +87,14 @@ def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing:
         finally:
             partial.unlink(missing_ok=True)
         yield job, frames
+
+
+def write_manifest(jobs: Sequence[ClipJob], manifest: str | Path, fps: float) -> Path:
+    """The CSV manifest ``path,caption,fps`` of the jobs' clips (paths relative to its folder), as
+    the FVD and CLIPSIM readers take it."""
+    manifest = Path(manifest)
+    with open(manifest, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(("path", "caption", "fps"))
+        writer.writerows((job.path.relative_to(manifest.parent), job.prompt, fps) for job in jobs)
+    return manifest

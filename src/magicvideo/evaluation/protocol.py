@@ -3,7 +3,6 @@ then FVD against a real set and CLIPSIM against the prompts, recorded with every
 
 from __future__ import annotations
 
-import csv
 import json
 import warnings
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from tqdm.auto import tqdm
 
 from magicvideo.evaluation.fvd import NUM_FRAMES, compute_fvd
 from magicvideo.evaluation.videos import EvaluationError, EvaluationWarning, list_videos
-from magicvideo.generation import ClipJob, generate_clips
+from magicvideo.generation import ClipJob, generate_clips, write_manifest
 
 MANIFEST = "clips.csv"  # path,caption,fps of the generated clips, in the output folder
 LOCK = "generation.json"  # how the clips of the output folder were made (checked on resume)
@@ -101,11 +100,7 @@ def run_protocol(pipe, jobs: Sequence[ClipJob], out_dir: str | Path, real: str |
     for _, frames in generate_clips(pipe, jobs, fps=settings["fps"], skip_existing=skip_existing,
                                     **_pipe_kwargs(settings)):
         generated, skipped = (generated + 1, skipped) if frames is not None else (generated, skipped + 1)
-    manifest = out_dir / MANIFEST
-    with open(manifest, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(("path", "caption", "fps"))
-        writer.writerows((job.path.relative_to(out_dir), job.prompt, settings["fps"]) for job in jobs)
+    manifest = write_manifest(jobs, out_dir / MANIFEST, settings["fps"])
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
