@@ -16,7 +16,8 @@ the same for all), embedded by I3D and compared with the reference set:
 - ``noise``: the bundled model's VAE decoding Gaussian latents: a generator that learned nothing
   (the ceiling).
 
-Every step is resumable: clips already written and I3D features already cached are reused.
+Every step is resumable: clips already written and I3D features already cached are reused (a
+model's clips only while its weights and the sampling settings are unchanged).
 Prints a markdown table and writes ``OUT/fvd.json``.
 """
 
@@ -35,7 +36,7 @@ from magicvideo.digits.data import generate_clips as real_clips
 from magicvideo.evaluation.fvd import cached_features, fvd_from_features
 from magicvideo.evaluation.i3d import I3D
 from magicvideo.evaluation.videos import list_videos
-from magicvideo.generation import generate_clips, plan_clips, write_manifest
+from magicvideo.generation import generate_clips, pipeline_fingerprint, plan_clips, write_manifest
 from magicvideo.pipeline import BUNDLED_MODEL, MagicVideoPipeline
 from magicvideo.vae import decode_video
 from magicvideo.video_io import to_uint8, write_video
@@ -56,6 +57,21 @@ def write_set(folder: Path, clips: np.ndarray, captions) -> None:
                 rgb = frames if frames.ndim == 4 else np.repeat(frames[..., None], 3, axis=-1)
                 write_video(path, rgb, fps=FPS)
             writer.writerow([path.name, caption, FPS])
+
+
+def clear_if_stale(folder: Path, fingerprint: str) -> None:
+    """Delete the clips in ``folder`` unless they were made by the model and settings of ``fingerprint``."""
+    stamp = folder / "generation.txt"
+    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
+        return
+    if folder.is_dir():
+        stale = sorted(folder.glob("*.mp4"))
+        if stale:
+            print(f"{folder}: the model or the sampling settings changed; regenerating {len(stale)} clips")
+        for path in stale:
+            path.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
 
 
 def noise_clips(vae, n: int, frames: int, size: int) -> np.ndarray:
@@ -102,6 +118,7 @@ def main() -> None:
         pipe = MagicVideoPipeline.from_pretrained(model)
         pipe.set_progress_bar_config(disable=True)
         folder = out / ("model-" + "-".join(model.resolve().parts[-2:]))  # runs/x/final -> model-x-final
+        clear_if_stale(folder, f"{pipeline_fingerprint(pipe)} steps={args.steps} guidance={args.guidance}")
         jobs = plan_clips(captions, folder, seed=0)
         for _ in generate_clips(pipe, jobs, fps=FPS, skip_existing=True, num_inference_steps=args.steps,
                                 guidance_scale=args.guidance):

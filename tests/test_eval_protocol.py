@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from diffusers import DDIMScheduler
 
 from magicvideo.cli import main
 from magicvideo.evaluation.clipsim import compute_clipsim
 from magicvideo.evaluation.fvd import compute_fvd
-from magicvideo.generation import ClipJob, generate_clips, plan_clips, read_prompts
+from magicvideo.generation import ClipJob, generate_clips, pipeline_fingerprint, plan_clips, read_prompts
 from magicvideo.training.synthetic import write_synthetic_dataset
 from magicvideo.video_io import read_video
 
@@ -101,6 +103,37 @@ def test_skip_existing_refuses_clips_made_with_other_settings(assets, tmp_path, 
     assert protocol(assets, out, "--skip-existing") == 2
     err = capsys.readouterr().err
     assert "--skip-existing:" in err and "settings.steps" in err and "Traceback" not in err
+
+
+def test_fingerprint_survives_a_save_and_load_and_sees_any_weight_change(tmp_path):
+    from magicvideo import MagicVideoPipeline
+
+    pipe = make_tiny_pipeline(num_frames=4)
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = MagicVideoPipeline.from_pretrained(tmp_path / "pipe")
+    assert pipeline_fingerprint(loaded) == pipeline_fingerprint(pipe)
+    with torch.no_grad():
+        loaded.vae.decoder.conv_out.bias[0] += 1e-6
+    assert pipeline_fingerprint(loaded) != pipeline_fingerprint(pipe)
+    other_scheduler = make_tiny_pipeline(num_frames=4)
+    other_scheduler.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    assert pipeline_fingerprint(other_scheduler) != pipeline_fingerprint(pipe)
+
+
+def test_skip_existing_refuses_clips_of_a_model_retrained_in_the_same_folder(assets, tmp_path, capsys):
+    out, model = tmp_path / "run", tmp_path / "model"
+    shutil.copytree(assets["pipe"], model)
+    args = ["eval", "protocol", "--prompts", str(assets["prompts"]), "--out-dir", str(out), "--real",
+            str(assets["real"]), "--model", str(model), *SETTINGS, "--limit", "2"]
+    assert main(args) == 0
+    assert main([*args, "--skip-existing"]) == 0  # same weights: the clips are reused
+    retrained = make_tiny_pipeline(num_frames=16, temporal_attention="bidirectional")
+    shutil.rmtree(model)
+    retrained.save_pretrained(model)
+    capsys.readouterr()
+    assert main([*args, "--skip-existing"]) == 2
+    err = capsys.readouterr().err
+    assert "--skip-existing:" in err and "model weights" in err and "Traceback" not in err
 
 
 def test_clips_are_deterministic_for_the_seed_and_seeds_per_prompt(tmp_path):

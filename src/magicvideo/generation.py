@@ -6,6 +6,8 @@ The one code path behind `magicvideo generate --prompts-file` and `magicvideo ev
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -28,6 +30,24 @@ class ClipJob:
     prompt: str
     seed: int
     path: Path
+
+
+def pipeline_fingerprint(pipe) -> str:
+    """SHA-256 of what a pipeline's clips depend on: every weight of its models (names, dtypes,
+    shapes, values) and every component's config (e.g. the scheduler's). Clips kept from an earlier
+    run are reused only under the same fingerprint, so re-training a model in place is noticed."""
+    digest = hashlib.sha256()
+    for name, component in sorted(pipe.components.items()):
+        config = getattr(component, "config", None)
+        if config is not None:
+            config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+            config = {k: v for k, v in config.items() if not k.startswith("_")}  # origin, versions
+            digest.update(f"{name} config {json.dumps(config, sort_keys=True, default=str)}".encode())
+        if isinstance(component, torch.nn.Module):
+            for key, tensor in sorted(component.state_dict().items()):
+                digest.update(f"{name}.{key} {tensor.dtype} {tuple(tensor.shape)}".encode())
+                digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def read_prompts(path: str | Path) -> list[str]:

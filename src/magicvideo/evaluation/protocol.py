@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from magicvideo.evaluation.fvd import NUM_FRAMES, compute_fvd
 from magicvideo.evaluation.videos import EvaluationError, EvaluationWarning, list_videos
-from magicvideo.generation import ClipJob, generate_clips, write_manifest
+from magicvideo.generation import ClipJob, generate_clips, pipeline_fingerprint, write_manifest
 
 MANIFEST = "clips.csv"  # path,caption,fps of the generated clips, in the output folder
 LOCK = "generation.json"  # how the clips of the output folder were made (checked on resume)
@@ -43,9 +43,11 @@ def _pipe_kwargs(settings: dict) -> dict:
                 negative_prompt=settings["negative_prompt"] or None)
 
 
-def _update_lock(out_dir: Path, model: str, settings: dict, jobs: Sequence[ClipJob], skip_existing: bool) -> None:
-    """Record how the clips of `out_dir` are made (model, settings, seed per file). On resume, refuse
-    to reuse a clip made with another model, settings or seed: that would be a silently wrong FVD."""
+def _update_lock(out_dir: Path, model: str, fingerprint: str, settings: dict, jobs: Sequence[ClipJob],
+                 skip_existing: bool) -> None:
+    """Record how the clips of `out_dir` are made (model and its `pipeline_fingerprint`, settings, seed
+    per file). On resume, refuse to reuse a clip made by other weights (even at the same path), with
+    other settings or another seed: that would be a silently wrong FVD."""
     lock = out_dir / LOCK
     previous = json.loads(lock.read_text()) if lock.is_file() else None
     seeds = {job.path.name: job.seed for job in jobs}
@@ -55,7 +57,7 @@ def _update_lock(out_dir: Path, model: str, settings: dict, jobs: Sequence[ClipJ
             raise ValueError(f"skip_existing: {out_dir} holds clips but no {LOCK}, so how they were made is "
                              "unknown; use another output folder or regenerate")
         if existing:
-            changed = ["model"] if previous["model"] != model else []
+            changed = ["model weights"] if previous.get("model_sha256") != fingerprint else []
             changed += [f"settings.{key}" for key in settings if previous["settings"].get(key) != settings[key]]
             changed += [f"seed of {job.path.name}" for job in existing if previous["seeds"].get(job.path.name) != job.seed]
             if changed:
@@ -63,7 +65,8 @@ def _update_lock(out_dir: Path, model: str, settings: dict, jobs: Sequence[ClipJ
                                  f"differ, see {lock}); use another output folder or regenerate")
         seeds = {**(previous or {}).get("seeds", {}), **seeds}
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock.write_text(json.dumps({"model": model, "settings": settings, "seeds": seeds}, indent=2))
+    lock.write_text(json.dumps({"model": model, "model_sha256": fingerprint, "settings": settings, "seeds": seeds},
+                               indent=2))
 
 
 def run_protocol(pipe, jobs: Sequence[ClipJob], out_dir: str | Path, real: str | Path, model: str,
@@ -94,7 +97,7 @@ def run_protocol(pipe, jobs: Sequence[ClipJob], out_dir: str | Path, real: str |
         except (EvaluationError, OSError) as err:
             raise ValueError(f"clip: {err}") from err
 
-    _update_lock(out_dir, model, settings, jobs, skip_existing)
+    _update_lock(out_dir, model, pipeline_fingerprint(pipe), settings, jobs, skip_existing)
 
     generated = skipped = 0
     for _, frames in generate_clips(pipe, jobs, fps=settings["fps"], skip_existing=skip_existing,
