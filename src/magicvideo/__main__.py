@@ -1,5 +1,3 @@
-import sys
+from magicvideo.cli import run
 
-from magicvideo.cli import main
-
-sys.exit(main())
+run()

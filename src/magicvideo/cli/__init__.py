@@ -8,6 +8,7 @@ nothing but its own code.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import pkgutil
 import sys
@@ -43,5 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `magicvideo` executable: `main`, then exit with its code."""
+    code = main()
+    # The work is done: spare the interpreter's shutdown a garbage collection of everything torch,
+    # diffusers and transformers created (0.7 s of a 7 s `magicvideo generate`).
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
