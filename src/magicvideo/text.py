@@ -7,18 +7,27 @@ from pathlib import Path
 import torch
 
 
-def encode_prompts(tokenizer, text_encoder, prompts: list[str], device=None, max_length: int = 77) -> torch.Tensor:
+MAX_CONTEXT_LENGTH = 77  # Stable Diffusion's; tokenizers that allow more (BERT: 512) are cut here
+
+
+def context_length(tokenizer) -> int:
+    """Tokens per prompt in the cross-attention context: the tokenizer's `model_max_length` (saved
+    with it, so a pipeline keeps the length its U-Net was trained with), at most 77."""
+    return min(tokenizer.model_max_length, MAX_CONTEXT_LENGTH)
+
+
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], device=None) -> torch.Tensor:
     """Encode prompts to (B, L, D) context. The one encoding used by pipeline, trainer and cache.
 
-    Prompts are padded to `min(tokenizer.model_max_length, max_length)` tokens. CLIP text
-    encoders are run as Stable Diffusion runs them (no attention mask); other encoders (e.g.
-    MiniLM/BERT) get the attention mask so padding does not change the prompt's tokens.
+    Prompts are padded (and cut) to `context_length(tokenizer)` tokens. CLIP text encoders are
+    run as Stable Diffusion runs them (no attention mask); other encoders (e.g. MiniLM/BERT) get
+    the attention mask so padding does not change the prompt's tokens.
     """
     device = device or text_encoder.device
     tokens = tokenizer(
         list(prompts),
         padding="max_length",
-        max_length=min(tokenizer.model_max_length, max_length),
+        max_length=context_length(tokenizer),
         truncation=True,
         return_tensors="pt",
     )

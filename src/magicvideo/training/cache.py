@@ -86,7 +86,11 @@ class CachedClipDataset(Dataset):
     """`VideoClipDataset`'s clips, read from a latent cache: items hold `latents` (C, F, h, w) and
     `text_embeds` (L, D) instead of pixels and captions; `null_text` is the empty caption's embedding."""
 
-    def __init__(self, cache_dir: str | Path, clip: ClipSpec, seed: int = 0, shuffle: bool = True):
+    def __init__(self, cache_dir: str | Path, clip: ClipSpec, seed: int = 0, shuffle: bool = True,
+                 context_length: int | None = None):
+        """`context_length`: cut cached text embeddings to this many tokens. For the encoders we
+        cache this equals encoding at that length for every caption that fits in it: MiniLM/BERT
+        masks the padding, and CLIP's attention is causal, so token i never sees the tokens after it."""
         self.cache_dir, self.clip, self.seed = Path(cache_dir), clip, seed
         self.index = json.loads((self.cache_dir / INDEX).read_text(encoding="utf-8"))
         if self.index["resolution"] != clip.resolution:
@@ -98,6 +102,12 @@ class CachedClipDataset(Dataset):
         self.order = StreamOrder(len(self.videos), seed, shuffle)
         with safe_open(str(self.cache_dir / "null.safetensors"), "pt") as f:
             self.null_text = f.get_tensor("text").float()
+        cached = self.null_text.shape[0]
+        if context_length is not None and context_length > cached:
+            raise ValueError(f"the cache in {cache_dir} holds {cached}-token text embeddings, the model uses "
+                             f"{context_length}: rebuild it with `magicvideo cache`")
+        self.context_length = context_length or cached
+        self.null_text = self.null_text[: self.context_length]
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -110,7 +120,7 @@ class CachedClipDataset(Dataset):
                            self.clip.max_stride, rng)
         with safe_open(str(self.cache_dir / video["shard"]), "pt") as f:
             latents = f.get_tensor(f"latents.{index}")[:, clip.indices].float()
-            text = f.get_tensor(f"text.{index}").float()
+            text = f.get_slice(f"text.{index}")[: self.context_length].float()
         return {"latents": latents, "text_embeds": text, "fps": clip.fps, "position": position, "skipped": []}
 
 

@@ -65,6 +65,8 @@ def load_components(config: Config, with_unet: bool = True) -> Components:
                                   beta_start=train.beta_start, beta_end=train.beta_end,
                                   prediction_type=train.prediction_type, clip_sample=False,
                                   timestep_spacing="trailing")  # samplers start at the last training step
+    if model.text_max_length is not None:
+        tokenizer.model_max_length = model.text_max_length
     for frozen in (vae, text_encoder):
         frozen.requires_grad_(False).eval()
     return Components(unet, vae, tokenizer, text_encoder, scheduler)

@@ -47,6 +47,9 @@ class ModelConfig:
     unet: dict = field(default_factory=dict)  # MagicVideoUNet3D arguments when training from scratch
     vae: str | None = None  # an AutoencoderKL folder (e.g. `train-vae`'s final/); overrides the pipeline's
     text_encoder: str | None = None  # folder with tokenizer + transformers encoder; "minilm": the bundled MiniLM
+    # Tokens per prompt in the cross-attention context (None: the tokenizer's own, at most 77). Short
+    # captions train faster with a short context; it is saved with the tokenizer, so pipelines keep it.
+    text_max_length: int | None = None
     freeze_spatial: bool = False  # train only adaptors, temporal attention and the FPS embedding
     gradient_checkpointing: bool = False
 

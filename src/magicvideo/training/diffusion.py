@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from diffusers.training_utils import compute_snr
 
-from ..text import encode_prompts
+from ..text import context_length, encode_prompts
 from ..vae import encode_video
 from ..video_io import write_video
 from .cache import CachedClipDataset, cache_exists
@@ -52,7 +52,8 @@ class DiffusionTask:
     def dataset(self, rank: int, world_size: int, start_micro_batch: int):
         data = self.config.data
         if cache_exists(data.cache_dir):
-            dataset = CachedClipDataset(data.cache_dir, clip_spec(self.config), self.config.train.seed, data.shuffle)
+            dataset = CachedClipDataset(data.cache_dir, clip_spec(self.config), self.config.train.seed, data.shuffle,
+                                        context_length(self.tokenizer))
             self.null_text = dataset.null_text.to(self.device)
             return dataset
         if data.cache_dir:
