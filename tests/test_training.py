@@ -79,6 +79,9 @@ def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"^data\.num_frames: expected int, got str"):
         config_from_dict({"data": {"num_frames": "sixteen"}})
     assert config_from_dict({"train": {"learning_rate": "1e-4"}}).train.learning_rate == 1e-4  # YAML's 1e-4 string
+    with pytest.raises(ConfigError, match=r"^model\.text_max_length: must be at least 1, got 0"):
+        config_from_dict({"model": {"text_max_length": 0}})
+    assert config_from_dict({"model": {"text_max_length": None}}).model.text_max_length is None
 
 
 def test_set_overrides_reach_the_config_and_are_checked(tmp_path):
