@@ -101,6 +101,21 @@ def test_set_overrides_reach_the_config_and_are_checked(tmp_path):
         load_config(path, ["train.batch_size"])
 
 
+def test_train_flags_are_checked_like_the_config(tmp_path):
+    from magicvideo.cli import UserError, build_parser
+    from magicvideo.cli.train import _load
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"train": {"max_steps": 10}}))
+    parse = build_parser().parse_args
+    config = _load(parse(["train", str(path), "--max-steps", "3", "--output-dir", "123", "--checkpoint-every", "0"]))
+    assert (config.train.max_steps, config.output.output_dir, config.output.checkpoint_every) == (3, "123", 0)
+    with pytest.raises(UserError, match=r"^train\.max_steps: must be at least 1, got 0"):
+        _load(parse(["train", str(path), "--max-steps", "0"]))
+    with pytest.raises(UserError, match=r"^output\.checkpoint_every: must be at least 0, got -1"):
+        _load(parse(["train-vae", str(path), "--checkpoint-every", "-1"]))
+
+
 def test_run_outputs_and_final_pipeline(setup):
     tmp, _, _ = setup
     run = tmp / "reference"

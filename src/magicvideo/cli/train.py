@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -37,11 +38,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_cache)
 
 
+# flags that are shorthands for --set KEY=VALUE (checked like the config itself)
+SHORTHANDS = {"output_dir": "output.output_dir", "max_steps": "train.max_steps",
+              "checkpoint_every": "output.checkpoint_every", "cache_dir": "data.cache_dir"}
+
+
 def _load(args):
     from ..training.config import ConfigError, load_config
 
+    overrides = list(args.overrides)
+    for name, key in SHORTHANDS.items():
+        if getattr(args, name, None) is not None:
+            overrides.append(f"{key}={json.dumps(getattr(args, name))}")  # JSON is YAML: "123" stays a string
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, overrides)
     except ConfigError as err:
         raise UserError(str(err)) from None
     if args.data:
@@ -58,23 +68,11 @@ def _logging() -> None:
     logging.getLogger("magicvideo").setLevel(logging.INFO)
 
 
-def _positive(value, flag: str):
-    if value is not None and value < 0:
-        raise UserError(f"{flag} must be >= 0, got {value}")
-    return value
-
-
 def run_train(args) -> int:
     _logging()
     config = _load(args)
     if args.task:
         config.task = args.task
-    if args.output_dir:
-        config.output.output_dir = args.output_dir
-    if _positive(args.max_steps, "--max-steps") is not None:
-        config.train.max_steps = args.max_steps
-    if _positive(args.checkpoint_every, "--checkpoint-every") is not None:
-        config.output.checkpoint_every = args.checkpoint_every
     from ..training import train
 
     try:
@@ -87,8 +85,6 @@ def run_train(args) -> int:
 def run_cache(args) -> int:
     _logging()
     config = _load(args)
-    if args.cache_dir:
-        config.data.cache_dir = args.cache_dir
     if not config.data.cache_dir:
         raise UserError("no cache folder: set data.cache_dir in the config or pass --cache-dir")
     if not config.data.manifest:

@@ -126,9 +126,14 @@ CHOICES = {
     "vae.reconstruction_loss": ("l1", "mse"),
     "data.cache_dtype": ("float16", "float32"),
 }
-# Counts that must be at least 1 (None, where allowed, keeps its meaning).
-POSITIVE = {"model.text_max_length", "train.batch_size", "train.gradient_accumulation_steps", "train.max_steps",
-            "data.num_frames", "data.resolution", "data.min_stride", "data.max_stride"}
+# Lower bounds of counts (None, where allowed, keeps its meaning).
+MINIMUM = {
+    **dict.fromkeys(("model.text_max_length", "train.batch_size", "train.gradient_accumulation_steps",
+                     "train.max_steps", "data.num_frames", "data.resolution", "data.min_stride", "data.max_stride",
+                     "data.cache_shard_size", "output.keep_checkpoints", "output.log_every", "output.sample_steps",
+                     "vae.layers_per_block", "vae.latent_channels", "vae.scaling_samples"), 1),
+    **dict.fromkeys(("train.warmup_steps", "data.num_workers", "output.checkpoint_every", "output.sample_every"), 0),
+}
 
 
 def _convert(value, kind, key: str):
@@ -171,8 +176,9 @@ def _from_dict(cls, data: dict, prefix: str = ""):
         allowed = CHOICES.get(prefix + key)
         if allowed and values[key] not in allowed:
             raise ConfigError(f"{prefix}{key}: must be one of {', '.join(allowed)}, got {values[key]!r}")
-        if prefix + key in POSITIVE and values[key] is not None and values[key] < 1:
-            raise ConfigError(f"{prefix}{key}: must be at least 1, got {values[key]!r}")
+        low = MINIMUM.get(prefix + key)
+        if low is not None and values[key] is not None and values[key] < low:
+            raise ConfigError(f"{prefix}{key}: must be at least {low}, got {values[key]!r}")
     return cls(**values)
 
 
