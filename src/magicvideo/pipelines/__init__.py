@@ -1,0 +1,1 @@
+"""Pipelines, one stage a module (keyframes, interpolation, upscale) and the whole cascade."""
