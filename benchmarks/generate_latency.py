@@ -18,7 +18,7 @@ from pathlib import Path
 
 PROMPT = "the digit 7 moves to the right"
 # ... and exits as the `magicvideo` executable does, with the garbage collector frozen (magicvideo.cli.run)
-IMPORTS = "import gc, magicvideo.pipeline, magicvideo.generation, magicvideo.video_io, magicvideo.cli.generate; gc.freeze()"
+IMPORTS = "import gc, magicvideo.pipelines.keyframes, magicvideo.loading, magicvideo.generation, magicvideo.video_io, magicvideo.cli.generate; gc.freeze()"
 
 
 def wall(command: list[str]) -> float:

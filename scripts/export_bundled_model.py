@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from magicvideo import MagicVideoPipeline
-from magicvideo.pipeline import BUNDLED_MODEL
+from magicvideo.loading import BUNDLED_MODEL
 
 
 def main() -> None:

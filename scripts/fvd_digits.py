@@ -37,7 +37,8 @@ from magicvideo.evaluation.fvd import cached_features, fvd_from_features
 from magicvideo.evaluation.i3d import I3D
 from magicvideo.evaluation.videos import list_videos
 from magicvideo.generation import generate_clips, pipeline_fingerprint, plan_clips, write_manifest
-from magicvideo.pipeline import BUNDLED_MODEL, MagicVideoPipeline
+from magicvideo.loading import BUNDLED_MODEL
+from magicvideo.pipelines.keyframes import MagicVideoPipeline
 from magicvideo.vae import decode_video
 from magicvideo.video_io import to_uint8, write_video
 

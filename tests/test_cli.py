@@ -14,8 +14,8 @@ def test_building_the_parser_imports_neither_torch_nor_diffusers():
 
 
 def test_spelled_out_names_equal_the_library_tables():
-    from magicvideo.pipeline import SCHEDULERS
-    from magicvideo.temporal_attention import TEMPORAL_ATTENTION_MODES
+    from magicvideo.sampling import SCHEDULERS
+    from magicvideo.models.temporal_attention import TEMPORAL_ATTENTION_MODES
 
     assert cli_init_from_sd.TEMPORAL_ATTENTION_MODES == TEMPORAL_ATTENTION_MODES
     assert sorted(cli_init_from_sd.SCHEDULERS) == sorted(SCHEDULERS)

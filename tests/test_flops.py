@@ -13,7 +13,7 @@ from torch import nn
 from magicvideo import MagicVideoUNet3D
 from magicvideo.cli import main
 from magicvideo.flops import count_flops, count_flops_by_kind, magicvideo_unet, vdm_unet
-from magicvideo.temporal_attention import DirectedTemporalAttention
+from magicvideo.models.temporal_attention import DirectedTemporalAttention
 
 TINY = dict(
     block_out_channels=(32, 64),
@@ -49,9 +49,9 @@ def hand_count(model: nn.Module, *args, **kwargs) -> int:
 
     def temporal(module, inputs, output):
         nonlocal total
-        x = inputs[0]
-        positions = x.shape[0] // module.frames * x.shape[2] * x.shape[3]
-        total += 4 * positions * module.frames**2 * x.shape[1]
+        x, frames = inputs
+        positions = x.shape[0] // frames * x.shape[2] * x.shape[3]
+        total += 4 * positions * frames**2 * x.shape[1]
 
     handles = []
     for module in model.modules():

@@ -151,8 +151,7 @@ def test_cli_unreadable_model_folder(tmp_path):
 
 
 def test_bundled_model_loads_offline_in_float32_and_reproduces_a_seed():
-    from magicvideo.cli.generate import load_pipeline
-    from magicvideo.pipeline import BUNDLED_MODEL
+    from magicvideo.loading import BUNDLED_MODEL, load_pipeline
 
     pipe = load_pipeline(None, device="cpu")  # what `generate` uses without --model
     assert pipe.unet.dtype == torch.float32 and pipe.text_encoder is not None

@@ -6,8 +6,8 @@ from conftest import TINY_UNET, randomize_
 from diffusers import UNet2DConditionModel
 
 from magicvideo import MagicVideoUNet3D
-from magicvideo.adaptor import FrameAdaptedConv2d
-from magicvideo.temporal_attention import TEMPORAL_ATTENTION_MODES
+from magicvideo.models.adaptor import FrameAdaptedConv2d
+from magicvideo.models.temporal_attention import TEMPORAL_ATTENTION_MODES
 
 FRAMES = 6
 
@@ -106,11 +106,10 @@ def test_frame_adaptor_is_per_frame_affine():
     with torch.no_grad():
         conv.adaptor.scale.copy_(torch.rand_like(conv.adaptor.scale) + 0.5)
         conv.adaptor.shift.copy_(torch.randn_like(conv.adaptor.shift))
-    conv.adaptor.frames = FRAMES
     x = torch.randn(2 * FRAMES, 4, 8, 8)
     plain = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1).reshape(2, FRAMES, -1, 8, 8)
     expected = plain * conv.adaptor.scale[None, :, :, None, None] + conv.adaptor.shift[None, :, :, None, None]
-    assert torch.allclose(conv(x), expected.reshape(2 * FRAMES, -1, 8, 8), atol=1e-6)
+    assert torch.allclose(conv(x, FRAMES), expected.reshape(2 * FRAMES, -1, 8, 8), atol=1e-6)
 
 
 def test_fps_embedding_starts_at_zero_and_conditions_once_trained():
@@ -156,8 +155,8 @@ def test_bad_configuration_and_input():
 
 
 def test_inflation_rejects_unsupported_image_models():
-    unet2d = UNet2DConditionModel(**TINY_UNET, class_embed_type="timestep")
-    with pytest.raises(ValueError, match="class_embed_type"):
+    unet2d = UNet2DConditionModel(**TINY_UNET, addition_embed_type="text")
+    with pytest.raises(ValueError, match="addition_embed_type"):
         MagicVideoUNet3D.from_unet2d(unet2d)
 
 

@@ -7,11 +7,13 @@ torch, diffusers and transformers.
 from importlib import import_module
 
 _EXPORTS = {
-    "MagicVideoUNet3D": ".unet_3d",
-    "MagicVideoUNet3DOutput": ".unet_3d",
-    "MagicVideoPipeline": ".pipeline",
-    "MagicVideoPipelineOutput": ".pipeline",
-    "SCHEDULERS": ".pipeline",
+    "MagicVideoUNet3D": ".models.unet_3d",
+    "MagicVideoUNet3DOutput": ".models.unet_3d",
+    "MagicVideoPipeline": ".pipelines.keyframes",
+    "MagicVideoPipelineOutput": ".pipelines.keyframes",
+    "SCHEDULERS": ".sampling",
+    "InvalidArgumentError": ".errors",
+    "load_pipeline": ".loading",
     "init_from_sd": ".init_from_sd",
     "load_sd_pipeline": ".init_from_sd",
 }

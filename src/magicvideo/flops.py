@@ -27,7 +27,7 @@ import torch
 from diffusers import UNet3DConditionModel
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .unet_3d import MagicVideoUNet3D
+from .models.unet_3d import MagicVideoUNet3D
 
 VAE_DOWNSAMPLING = 8  # Stable Diffusion's KL-f8 VAE: 256x256x3 -> 32x32x4
 TEXT_TOKENS = 77  # CLIP's context length

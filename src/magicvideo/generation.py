@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .errors import InvalidArgumentError
 from .video_io import write_video
 
 CAPTION_COLUMNS = ("caption", "prompt", "text", "sentence")
@@ -76,7 +77,7 @@ def plan_clips(prompts: Sequence[str], out_dir: str | Path, seed: int = 0, seeds
     """The clips of a prompt list: prompt i, sample k gets seed `seed + i * seeds_per_prompt + k`
     (so clip i of a one-seed run uses `seed + i`) and the file `OUT/<index>-<prompt>[-s<k>].<format>`."""
     if seeds_per_prompt < 1:
-        raise ValueError(f"seeds_per_prompt: must be >= 1, got {seeds_per_prompt}")
+        raise InvalidArgumentError("seeds_per_prompt", f"must be >= 1, got {seeds_per_prompt}")
     jobs = []
     for i, prompt in enumerate(prompts):
         for k in range(seeds_per_prompt):
@@ -94,6 +95,9 @@ def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing:
     the pipeline call (negative_prompt, num_frames, height, width, num_inference_steps,
     guidance_scale); its ValueErrors (bad settings) propagate. A file is written under a temporary
     name and renamed when complete, so an interrupted run never leaves a truncated clip behind."""
+    for job in jobs:
+        if not 0 <= job.seed < 2**63:
+            raise InvalidArgumentError("seed", f"must be between 0 and 2**63 - 1, got {job.seed}")
     for job in tqdm(jobs, desc="clips", unit="clip", disable=len(jobs) == 1):
         if skip_existing and job.path.is_file():
             yield job, None

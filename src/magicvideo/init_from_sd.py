@@ -30,9 +30,11 @@ from diffusers.loaders.single_file_utils import (
 )
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .pipeline import SCHEDULERS, MagicVideoPipeline
-from .temporal_attention import TEMPORAL_ATTENTION_MODES
-from .unet_3d import MagicVideoUNet3D
+from .errors import InvalidArgumentError
+from .pipelines.keyframes import MagicVideoPipeline
+from .sampling import SCHEDULERS
+from .models.temporal_attention import TEMPORAL_ATTENTION_MODES
+from .models.unet_3d import MagicVideoUNet3D
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 # What a diffusers-format SD folder must hold (for a single-file SRC: configs and tokenizer only).
@@ -65,7 +67,7 @@ def _load_folder(src: Path):
         try:
             models.append(cls.from_pretrained(src, subfolder=name))
         except (OSError, ValueError, RuntimeError) as err:  # e.g. a config-only folder: no weights
-            raise ValueError(f"src: cannot load the {name} of {src}: {str(err).splitlines()[0]}") from err
+            raise InvalidArgumentError("src", f"cannot load the {name} of {src}: {str(err).splitlines()[0]}") from err
     return models
 
 
@@ -74,9 +76,9 @@ def _load_single_file(src: Path, config: Path, extract_ema: bool):
     try:
         checkpoint = load_single_file_checkpoint(str(src), local_files_only=True)
     except Exception as err:  # safetensors and pickle readers raise many kinds: all mean a bad file
-        raise ValueError(f"src: cannot read {src}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+        raise InvalidArgumentError("src", f"cannot read {src}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
     if not any(key.startswith(LDM_UNET_PREFIX) for key in checkpoint):
-        raise ValueError(f"src: {src} is not an original-format Stable Diffusion checkpoint "
+        raise InvalidArgumentError("src", f"{src} is not an original-format Stable Diffusion checkpoint "
                          f"(no {LDM_UNET_PREFIX}* keys)")
     common = dict(config=str(config), local_files_only=True)
     loaders = {
@@ -94,10 +96,10 @@ def _load_single_file(src: Path, config: Path, extract_ema: bool):
             model = load()
         except (ValueError, RuntimeError, NotImplementedError, KeyError, SingleFileComponentError) as err:
             reason = "weights are missing" if isinstance(err, NotImplementedError) else str(err).splitlines()[0]
-            raise ValueError(f"src: cannot load the {name} of {src}: {reason}; {hint}") from err
+            raise InvalidArgumentError("src", f"cannot load the {name} of {src}: {reason}; {hint}") from err
         absent = [key for key, value in model.state_dict().items() if value.is_meta]
         if absent:
-            raise ValueError(f"src: {src} lacks {len(absent)} {name} weights (e.g. {absent[0]}); {hint}")
+            raise InvalidArgumentError("src", f"{src} lacks {len(absent)} {name} weights (e.g. {absent[0]}); {hint}")
         models.append(model)
     return models
 
@@ -117,32 +119,32 @@ def load_sd_pipeline(
     Arguments as for `init_from_sd`.
     """
     if temporal_attention not in TEMPORAL_ATTENTION_MODES:
-        raise ValueError(f"temporal_attention: unknown mode {temporal_attention!r}; "
+        raise InvalidArgumentError("temporal_attention", f"unknown mode {temporal_attention!r}; "
                          f"choose one of {', '.join(TEMPORAL_ATTENTION_MODES)}")
     if scheduler not in SCHEDULERS:
-        raise ValueError(f"scheduler: unknown scheduler {scheduler!r}; choose one of {', '.join(sorted(SCHEDULERS))}")
+        raise InvalidArgumentError("scheduler", f"unknown scheduler {scheduler!r}; choose one of {', '.join(sorted(SCHEDULERS))}")
     if not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames: must be an integer >= 1, got {num_frames!r}")
+        raise InvalidArgumentError("num_frames", f"must be an integer >= 1, got {num_frames!r}")
     src = Path(src)
     if not src.exists():
-        raise ValueError(f"src: {src} does not exist")
+        raise InvalidArgumentError("src", f"{src} does not exist")
     if src.is_dir():
         if config is not None:
-            raise ValueError("config: only used with a single-file SRC; a diffusers folder carries its own configs")
+            raise InvalidArgumentError("config", "only used with a single-file SRC; a diffusers folder carries its own configs")
         _check_sd_folder(src, "src")
         unet2d, vae, text_encoder = _load_folder(src)
         config_dir = src
     else:
         if src.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-            raise ValueError(f"src: {src} is neither a diffusers folder nor a single-file checkpoint "
+            raise InvalidArgumentError("src", f"{src} is neither a diffusers folder nor a single-file checkpoint "
                              f"({', '.join(SINGLE_FILE_SUFFIXES)})")
         if config is None:
-            raise ValueError(f"config: the single-file checkpoint {src} holds weights only; give a local "
+            raise InvalidArgumentError("config", f"the single-file checkpoint {src} holds weights only; give a local "
                              "diffusers-format SD folder of the same architecture (its json configs and "
                              "tokenizer; its weights are not needed)")
         config_dir = Path(config)
         if not config_dir.is_dir():
-            raise ValueError(f"config: {config_dir} is not a folder")
+            raise InvalidArgumentError("config", f"{config_dir} is not a folder")
         _check_sd_folder(config_dir, "config")
         unet2d, vae, text_encoder = _load_single_file(src, config_dir, extract_ema)
 
@@ -184,11 +186,11 @@ def init_from_sd(
     """
     src, out = Path(src), Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {out} exists and is not a folder")
+        raise InvalidArgumentError("out", f"{out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"out: {out} exists and is not empty; choose another folder or overwrite it (--overwrite)")
+        raise InvalidArgumentError("out", f"{out} exists and is not empty; choose another folder or overwrite it (--overwrite)")
     if src.exists() and out.resolve() in (src.resolve(), *src.resolve().parents):
-        raise ValueError(f"out: {out} would replace the source model {src}")
+        raise InvalidArgumentError("out", f"{out} would replace the source model {src}")
     pipe = load_sd_pipeline(src, num_frames, temporal_attention, config, scheduler, dtype, extract_ema,
                             **unet_overrides)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,9 +13,22 @@ import importlib
 import pkgutil
 import sys
 
+from ..errors import InvalidArgumentError
+
 
 class UserError(Exception):
     """A mistake in the user's input: printed as one clear line, never as a stack trace."""
+
+
+def flag_for(args: argparse.Namespace, argument: str) -> str:
+    """The command-line name of a library argument: a command's own `argument_flags` table (e.g.
+    num_inference_steps -> --steps), else the option whose destination has that name."""
+    flags = getattr(args, "argument_flags", None) or {}
+    if argument in flags:
+        return flags[argument]
+    if argument in vars(args):
+        return "--" + argument.replace("_", "-")
+    return argument
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except UserError as err:
         print(f"magicvideo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except InvalidArgumentError as err:
+        print(f"magicvideo {args.command}: error: {flag_for(args, err.argument)}: {err.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"magicvideo {args.command}: interrupted", file=sys.stderr)

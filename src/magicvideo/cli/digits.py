@@ -151,21 +151,12 @@ def run_eval(args) -> int:
         if args.real:
             generate = real_clip_generator()
         else:
-            generate = pipeline_generator(load_pipeline(args.model), args.steps, args.guidance)
+            from magicvideo.loading import load_pipeline
+
+            generate = pipeline_generator(load_pipeline(args.model, progress_bar=False), args.steps, args.guidance)
         metrics = evaluate_generator(generate, jobs, batch_size=args.batch_size, classifier=classifier)
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
     return 0
-
-
-def load_pipeline(path: Path):
-    """The MagicVideoPipeline saved in ``path``, progress bar off."""
-    from magicvideo import MagicVideoPipeline
-
-    if not (path / "model_index.json").is_file():
-        raise UserError(f"--model: {path} is not a saved pipeline (no model_index.json)")
-    pipe = MagicVideoPipeline.from_pretrained(str(path))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def evaluate_directory(directory: Path, classifier) -> dict:

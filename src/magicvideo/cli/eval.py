@@ -7,7 +7,7 @@ import json
 import warnings
 
 from magicvideo.cli import UserError
-from magicvideo.cli.generate import add_generation_options
+from magicvideo.cli.generate import OPTION_NAMES, add_generation_options
 
 
 def register(subparsers) -> None:
@@ -89,7 +89,7 @@ def register(subparsers) -> None:
                        "model, settings and seeds, generate only the missing ones")  # fmt: skip
     proto.add_argument("--json", action="store_true", help="also print the report")
     add_generation_options(proto)
-    proto.set_defaults(func=run_protocol)
+    proto.set_defaults(func=run_protocol, argument_flags=OPTION_NAMES)
 
 
 def _run_metric(compute, args: argparse.Namespace, label: str, **kwargs) -> int:
@@ -140,13 +140,12 @@ def run_clipsim(args: argparse.Namespace) -> int:
 def run_protocol(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from magicvideo.cli.generate import as_user_error, pipeline_from_args, read_prompts_file
+    from magicvideo.cli.generate import pipeline_from_args, read_prompts_file
     from magicvideo.evaluation.protocol import generation_settings, run_protocol as protocol
     from magicvideo.evaluation.videos import EvaluationError
     from magicvideo.generation import plan_clips
-    from magicvideo.pipeline import BUNDLED_MODEL
+    from magicvideo.loading import BUNDLED_MODEL
 
-    options = {"real": "--real", "clip": "--clip", "skip_existing": "--skip-existing"}
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit: must be >= 1, got {args.limit}")
     if args.seeds_per_prompt < 1:
@@ -170,11 +169,6 @@ def run_protocol(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except (EvaluationError, FileNotFoundError) as err:
         raise UserError(str(err)) from err
-    except ValueError as err:
-        name, _, message = str(err).partition(": ")
-        if name in options:
-            raise UserError(f"{options[name]}: {message}") from err
-        raise as_user_error(err) from err
     report_path = Path(args.report) if args.report else Path(args.out_dir) / "report.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import UserError
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+DTYPES = ("fp32", "fp16", "bf16")
 
 
 def register(subparsers) -> None:
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--out-dir", default="outputs", help="folder for --prompts-file clips (default: outputs)")
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="clip format with --prompts-file (default: mp4)")
     add_generation_options(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, argument_flags=OPTION_NAMES)
 
 
 def add_generation_options(p) -> None:
@@ -41,62 +41,30 @@ def add_generation_options(p) -> None:
     p.add_argument("--width", type=int, help="frame width in pixels (default: the model's)")
     p.add_argument("--scheduler", help="sampler: ddim, ddpm, dpm++ (DPM-Solver++), euler (default: the model's own)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="weights precision (default: fp16 on cuda, fp32 on cpu)")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="weights precision (default: fp16 on cuda, fp32 on cpu)")
 
 
 def pipeline_from_args(args):
-    """The pipeline of --model/--device/--dtype with --scheduler swapped in; user mistakes raise UserError."""
-    from ..pipeline import SCHEDULERS
+    """The pipeline of --model/--device/--dtype with --scheduler swapped in."""
+    from ..loading import load_pipeline
 
-    if args.scheduler and args.scheduler not in SCHEDULERS:
-        raise UserError(f"--scheduler: unknown scheduler {args.scheduler!r}; choose one of {sorted(SCHEDULERS)}")
     pipe = load_pipeline(args.model, args.device, args.dtype)
     if args.scheduler:
         pipe.set_scheduler(args.scheduler)
     return pipe
 
 
-def load_pipeline(model: str | None, device: str | None = None, dtype: str | None = None):
-    """Load a pipeline folder (or the bundled model) onto a device; user mistakes raise UserError."""
-    import torch
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    from ..pipeline import BUNDLED_MODEL, MagicVideoPipeline
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-
-    path = Path(model) if model else BUNDLED_MODEL
-    if not (path / "model_index.json").is_file():
-        hint = "" if model else " (the bundled model is missing from this installation)"
-        raise UserError(f"--model: {path} is not a MagicVideo pipeline folder (no model_index.json){hint}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or ("fp16" if device.startswith("cuda") else "fp32")
-    try:
-        pipe = MagicVideoPipeline.from_pretrained(path, dtype=getattr(torch, DTYPES[dtype]))
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"--model: cannot load a MagicVideo pipeline from {path}: {err}") from err
-    pipe.set_progress_bar_config(leave=False)
-    return pipe.to(device)
-
-
 # pipeline argument -> the CLI option that sets it (for error messages)
 OPTION_NAMES = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
                 "height": "--height", "width": "--width", "fps": "--fps", "prompt": "PROMPT",
-                "negative_prompt": "--negative"}
+                "negative_prompt": "--negative", "model": "--model", "scheduler": "--scheduler", "seed": "--seed",
+                "device": "--device", "dtype": "--dtype"}
 
 
 def pipeline_settings(args) -> dict:
     """The pipeline call arguments set by the generation options shared by `generate` and `eval protocol`."""
     return dict(negative_prompt=args.negative, num_frames=args.frames, height=args.height, width=args.width,
                 num_inference_steps=args.steps, guidance_scale=args.guidance)
-
-
-def as_user_error(err: ValueError) -> UserError:
-    """A pipeline ValueError ("num_frames: must be ...") as a UserError naming the CLI option."""
-    name, sep, message = str(err).partition(": ")
-    return UserError(f"{OPTION_NAMES.get(name, name)}: {message}" if sep else str(err))
 
 
 def read_prompts_file(path: str, option: str = "--prompts-file") -> list[str]:
@@ -130,9 +98,6 @@ def run(args) -> int:
     pipe = pipeline_from_args(args)
     if len(jobs) > 1:
         pipe.set_progress_bar_config(disable=True)  # one bar over the clips, not one per clip
-    try:
-        for job, frames in generate_clips(pipe, jobs, fps=args.fps, **pipeline_settings(args)):
-            print(f"wrote {job.path} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, seed {job.seed})")
-    except ValueError as err:
-        raise as_user_error(err) from err
+    for job, frames in generate_clips(pipe, jobs, fps=args.fps, **pipeline_settings(args)):
+        print(f"wrote {job.path} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, seed {job.seed})")
     return 0

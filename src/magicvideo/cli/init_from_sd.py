@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from . import UserError
 
 DTYPES = ("float32", "float16", "bfloat16")
 # Spelled out, not imported: importing the library's tables pulls in torch and diffusers, and
@@ -56,7 +55,7 @@ def register(subparsers) -> None:
                    help="single-file SRC with both EMA and non-EMA U-Net weights (e.g. v1-5-pruned.ckpt): "
                         "use the EMA weights (default: the non-EMA ones)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, argument_flags={"src": "SRC", "out": "OUT"})
 
 
 def run(args) -> int:
@@ -64,21 +63,10 @@ def run(args) -> int:
 
     from ..init_from_sd import init_from_sd
 
-    try:
-        out = init_from_sd(
-            args.src, args.out, num_frames=args.num_frames, temporal_attention=args.temporal_attention,
-            config=args.config, scheduler=args.scheduler, dtype=getattr(torch, args.dtype),
-            extract_ema=args.extract_ema, overwrite=args.overwrite,
-        )
-    except ValueError as err:
-        raise UserError(_cli_names(str(err))) from None
+    out = init_from_sd(
+        args.src, args.out, num_frames=args.num_frames, temporal_attention=args.temporal_attention,
+        config=args.config, scheduler=args.scheduler, dtype=getattr(torch, args.dtype),
+        extract_ema=args.extract_ema, overwrite=args.overwrite,
+    )
     print(f"wrote {out}")
     return 0
-
-
-def _cli_names(message: str) -> str:
-    """Name the command-line argument, as the user typed it, at the start of a library error."""
-    argument, sep, rest = message.partition(": ")
-    names = {"src": "SRC", "out": "OUT", "config": "--config", "num_frames": "--num-frames",
-             "temporal_attention": "--temporal-attention", "scheduler": "--scheduler"}
-    return f"{names[argument]}: {rest}" if sep and argument in names else message

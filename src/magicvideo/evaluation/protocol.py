@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from magicvideo.errors import InvalidArgumentError
 from magicvideo.evaluation.fvd import NUM_FRAMES, compute_fvd
 from magicvideo.evaluation.videos import EvaluationError, EvaluationWarning, list_videos
 from magicvideo.generation import ClipJob, generate_clips, pipeline_fingerprint, write_manifest
@@ -54,14 +55,14 @@ def _update_lock(out_dir: Path, model: str, fingerprint: str, settings: dict, jo
     if skip_existing:
         existing = [job for job in jobs if job.path.is_file()]
         if existing and previous is None:
-            raise ValueError(f"skip_existing: {out_dir} holds clips but no {LOCK}, so how they were made is "
+            raise InvalidArgumentError("skip_existing", f"{out_dir} holds clips but no {LOCK}, so how they were made is "
                              "unknown; use another output folder or regenerate")
         if existing:
             changed = ["model weights"] if previous.get("model_sha256") != fingerprint else []
             changed += [f"settings.{key}" for key in settings if previous["settings"].get(key) != settings[key]]
             changed += [f"seed of {job.path.name}" for job in existing if previous["seeds"].get(job.path.name) != job.seed]
             if changed:
-                raise ValueError(f"skip_existing: clips in {out_dir} were made differently ({', '.join(changed[:5])} "
+                raise InvalidArgumentError("skip_existing", f"clips in {out_dir} were made differently ({', '.join(changed[:5])} "
                                  f"differ, see {lock}); use another output folder or regenerate")
         seeds = {**(previous or {}).get("seeds", {}), **seeds}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,12 +83,12 @@ def run_protocol(pipe, jobs: Sequence[ClipJob], out_dir: str | Path, real: str |
 
     out_dir = Path(out_dir)
     if settings["frames"] < NUM_FRAMES:
-        raise ValueError(f"num_frames: FVD needs clips of at least {NUM_FRAMES} frames, these would have "
+        raise InvalidArgumentError("num_frames", f"FVD needs clips of at least {NUM_FRAMES} frames, these would have "
                          f"{settings['frames']} (the model makes up to {pipe.unet.config.num_frames})")
     try:
         num_real = len(list_videos(real))
     except EvaluationError as err:
-        raise ValueError(f"real: {err}") from err
+        raise InvalidArgumentError("real", f"{err}") from err
     clip = None
     if clip_path is not None:
         from magicvideo.evaluation.clipsim import load_clip
@@ -95,7 +96,7 @@ def run_protocol(pipe, jobs: Sequence[ClipJob], out_dir: str | Path, real: str |
         try:
             clip = load_clip(clip_path)
         except (EvaluationError, OSError) as err:
-            raise ValueError(f"clip: {err}") from err
+            raise InvalidArgumentError("clip", f"{err}") from err
 
     _update_lock(out_dir, model, pipeline_fingerprint(pipe), settings, jobs, skip_existing)
 

@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL, DDPMScheduler
 from transformers import AutoModel, AutoTokenizer
 
 from ..text import packaged_text_encoder_path
-from ..unet_3d import MagicVideoUNet3D
+from ..models.unet_3d import MagicVideoUNet3D
 from .config import Config
 
 

