@@ -94,7 +94,7 @@ def test_packaged_text_encoder_is_referenced_not_copied(tmp_path):
     assert not (tmp_path / "text_encoder").exists()
     loaded = MagicVideoPipeline.from_pretrained(tmp_path)
     assert loaded.tokenizer.model_max_length == 16
-    assert loaded.encode_prompt(["a red ball"], None, True, "cpu").shape == (2, 16, 384)
+    assert torch.cat(loaded.encode_prompt(["a red ball"], "cpu", 1, True)).shape == (2, 16, 384)
     assert np.array_equal(run(pipe, num_frames=2), run(loaded, num_frames=2))
     # Folders saved before the tokenizer was kept (`tokenizer: null`) load the packaged one: 77 tokens.
     index = json.loads((tmp_path / "model_index.json").read_text())
@@ -102,7 +102,7 @@ def test_packaged_text_encoder_is_referenced_not_copied(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps(index))
     shutil.rmtree(tmp_path / "tokenizer")
     old = MagicVideoPipeline.from_pretrained(tmp_path)
-    assert old.encode_prompt(["a red ball"], None, True, "cpu").shape == (2, 77, 384)
+    assert torch.cat(old.encode_prompt(["a red ball"], "cpu", 1, True)).shape == (2, 77, 384)
 
 
 def test_cli_writes_a_decodable_mp4_of_the_requested_frames(tiny_pipeline_dir, tmp_path, capsys):
@@ -159,3 +159,87 @@ def test_bundled_model_loads_offline_in_float32_and_reproduces_a_seed():
     prompt = "the digit 7 moves to the right"
     a, b = (pipe(prompt, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames for _ in range(2))
     assert a.shape == (1, 16, 64, 64, 3) and np.array_equal(a, b)
+
+
+def test_bundled_model_output_is_pinned():
+    """A slice of the bundled model's latents for a fixed prompt and seed (taken before the
+    cascade layout moved the U-Net into models/ and the loop into sampling.py)."""
+    from magicvideo.loading import load_pipeline
+
+    pipe = load_pipeline(None, device="cpu", progress_bar=False)
+    latents = pipe("the digit 7 moves to the right", num_inference_steps=10, output_type="latent",
+                   generator=torch.Generator().manual_seed(3)).frames
+    expected = torch.tensor([[0.905652, 1.589233, 3.879294, 1.552628],
+                             [-0.770502, -1.725746, 1.245556, -0.515203],
+                             [1.503663, 1.824567, 0.844427, 2.060742],
+                             [-0.404647, -0.798185, 2.223566, 0.581458]])
+    assert torch.allclose(latents[0, :, ::5, 3, 4], expected, atol=1e-4)
+    assert latents.abs().sum().item() == pytest.approx(3787.875, rel=1e-5)
+
+
+def test_step_callback_sees_every_step_and_can_interrupt(tiny_pipeline):
+    randomize_(tiny_pipeline.unet, seed=2, std=0.05)
+    seen = []
+
+    def record(pipe, i, t, tensors):
+        seen.append((i, int(t), tensors["latents"].clone()))
+        return {}
+
+    final = run(tiny_pipeline, num_inference_steps=4, output_type="latent", callback_on_step_end=record)
+    assert [i for i, _, _ in seen] == [0, 1, 2, 3]
+    assert [t for _, t, _ in seen] == [int(t) for t in tiny_pipeline.scheduler.timesteps]
+    assert torch.equal(seen[-1][2], final)
+
+    def stop_after_two(pipe, i, t, tensors):
+        if i == 1:
+            pipe._interrupt = True
+        return {}
+
+    stopped = run(tiny_pipeline, num_inference_steps=4, output_type="latent", callback_on_step_end=stop_after_two)
+    assert torch.equal(stopped, seen[1][2])  # the latents after step 2 of 4
+    assert torch.equal(run(tiny_pipeline, num_inference_steps=4, output_type="latent"), final)
+
+
+def test_callback_can_replace_the_latents(tiny_pipeline):
+    def zero(pipe, i, t, tensors):
+        return {"latents": torch.zeros_like(tensors["latents"])}
+
+    out = run(tiny_pipeline, num_inference_steps=2, output_type="latent", callback_on_step_end=zero)
+    assert torch.equal(out, torch.zeros_like(out))
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+        run(tiny_pipeline, callback_on_step_end=zero, callback_on_step_end_tensor_inputs=["noise"])
+
+
+def test_prompt_embeds_and_videos_per_prompt(tiny_pipeline):
+    randomize_(tiny_pipeline.unet, seed=2, std=0.05)
+    prompt = "a red ball bounces"
+    embeds, negative = tiny_pipeline.encode_prompt(prompt, "cpu", 1, True)
+    a = run(tiny_pipeline, guidance_scale=5.0)
+    b = tiny_pipeline(prompt_embeds=embeds, negative_prompt_embeds=negative, guidance_scale=5.0, num_inference_steps=3,
+                      generator=torch.Generator().manual_seed(0)).frames
+    assert np.array_equal(a, b)
+    two = run(tiny_pipeline, num_videos_per_prompt=2, num_frames=3)
+    assert two.shape[0] == 2 and not np.array_equal(two[0], two[1])
+    with pytest.raises(ValueError, match="prompt"):
+        tiny_pipeline(num_inference_steps=1)
+
+
+@pytest.mark.parametrize("name, value", [("guidance_scale", float("nan")), ("guidance_scale", float("inf")),
+                                         ("fps", float("nan")), ("fps", float("inf")), ("fps", 0)])
+def test_non_finite_settings_are_refused(tiny_pipeline, name, value):
+    from magicvideo.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError) as info:
+        run(tiny_pipeline, **{name: value})
+    assert info.value.argument == name
+
+
+@pytest.mark.parametrize("argv, flag", [(["--guidance", "nan"], "--guidance"), (["--guidance", "inf"], "--guidance"),
+                                        (["--fps", "nan"], "--fps"), (["--seed", str(2**70)], "--seed"),
+                                        (["--seed", "-1"], "--seed")])
+def test_cli_refuses_non_finite_numbers_and_seeds_out_of_range(tiny_pipeline_dir, tmp_path, capsys, argv, flag):
+    out = tmp_path / "a.mp4"
+    assert main(["generate", "a", "--model", str(tiny_pipeline_dir), "--out", str(out), "--steps", "1", *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {flag}:" in err and "Traceback" not in err
+    assert not out.exists()

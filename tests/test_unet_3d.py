@@ -122,16 +122,118 @@ def test_fps_embedding_starts_at_zero_and_conditions_once_trained():
     assert (a - b).abs().max() > 1e-3
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+def test_gradient_checkpointing_gives_the_same_gradients_and_really_recomputes():
     sample, t, context = inputs()
-    grads = []
+    grads, losses, calls = [], [], []
     for checkpointing in (False, True):
         unet3d = randomized("directed").train()
         if checkpointing:
             unet3d.enable_gradient_checkpointing()
-        unet3d(sample, t, context, fps=8).sample.square().mean().backward()
+        count = [0]
+        unet3d.down_blocks[0].resnets[0].conv1.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+        loss = unet3d(sample, t, context, fps=8).sample.square().mean()
+        loss.backward()
+        losses.append(loss.item())
+        calls.append(count[0])
         grads.append(torch.cat([p.grad.flatten() for p in unet3d.parameters()]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    assert calls == [1, 2]  # checkpointed: run again in the backward pass
+
+
+def test_one_model_serves_two_threads_with_different_frame_counts():
+    from concurrent.futures import ThreadPoolExecutor
+
+    unet3d = randomized("directed")
+    long, t, context = inputs(frames=FRAMES)
+    short = long[:, :, :3].clone()
+    with torch.no_grad():
+        alone = [unet3d(x, t, context, fps=8).sample for x in (long, short)]
+
+        def call(x):
+            return [unet3d(x, t, context, fps=8).sample for _ in range(4)]
+
+        with ThreadPoolExecutor(2) as pool:
+            together = list(pool.map(call, (long, short)))
+    for expected, results in zip(alone, together):
+        assert all(torch.equal(expected, r) for r in results)
+
+
+def test_per_frame_timesteps_equal_per_clip_timesteps_when_equal_and_differ_otherwise():
+    unet3d = randomized("directed")
+    sample, t, context = inputs()
+    with torch.no_grad():
+        per_clip = unet3d(sample, t, context, fps=8).sample
+        per_frame = unet3d(sample, t[:, None].expand(-1, FRAMES), context, fps=8).sample
+        mixed_t = t[:, None].expand(-1, FRAMES).clone()
+        mixed_t[:, -1] = 0
+        mixed = unet3d(sample, mixed_t, context, fps=8).sample
+    assert torch.allclose(per_clip, per_frame, atol=1e-5)
+    # directed attention: changing the last frame's timestep changes only the last frame
+    assert torch.allclose(mixed[:, :, :-1], per_clip[:, :, :-1], atol=1e-5)
+    assert (mixed[:, :, -1] - per_clip[:, :, -1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="timestep"):
+        unet3d(sample, torch.zeros(2, FRAMES + 1), context)
+
+
+def test_class_labels_and_attention_mask_are_passed_to_the_image_model():
+    torch.manual_seed(0)
+    unet2d = randomize_(UNet2DConditionModel(**TINY_UNET, class_embed_type="timestep"), seed=1, std=0.05).eval()
+    unet3d = MagicVideoUNet3D.from_unet2d(unet2d, num_frames=FRAMES).eval()
+    sample, t, context = inputs()
+    labels = torch.tensor([250, 20])
+    mask = torch.ones(2, context.shape[1])
+    mask[:, -2:] = 0
+    with torch.no_grad():
+        video = unet3d(sample, t, context, class_labels=labels, encoder_attention_mask=mask).sample
+        per_frame = torch.stack([unet2d(sample[:, :, i], t, context, class_labels=labels, encoder_attention_mask=mask).sample
+                                 for i in range(FRAMES)], dim=2)
+        unmasked = unet3d(sample, t, context, class_labels=labels).sample
+    assert (video - per_frame).abs().max() <= 1e-4
+    assert (video - unmasked).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="class_labels"):
+        unet3d(sample, t, context)
+
+
+def test_down_and_mid_block_residuals_are_added():
+    unet3d = randomized("directed")
+    sample, t, context = inputs()
+    with torch.no_grad():
+        base = unet3d(sample, t, context).sample
+        # the skips of TINY_UNET: conv_in, resnet, downsampler (32 channels), resnet (64)
+        zeros = [torch.zeros(2 * FRAMES, c, r, r) for c, r in ((32, 8), (32, 8), (32, 4), (64, 4))]
+        same = unet3d(sample, t, context, down_block_additional_residuals=zeros,
+                      mid_block_additional_residual=torch.zeros(2 * FRAMES, 64, 4, 4)).sample
+        moved = unet3d(sample, t, context, mid_block_additional_residual=torch.ones(2, 64, FRAMES, 4, 4)).sample
+    assert torch.equal(base, same)
+    assert (base - moved).abs().max() > 1e-3
+
+
+def test_directed_post_softmax_is_the_papers_literal_formula():
+    from magicvideo.models.temporal_attention import temporal_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 5, 4, generator=g) for _ in range(3))
+    out = temporal_attention(q, k, v, "directed_post_softmax")
+    for n in range(3):
+        for h in range(2):
+            scores = (q[n, h] @ k[n, h].T / 2.0).exp()  # d = 4: 1 / sqrt(d) = 1/2
+            attn = scores / scores.sum(-1, keepdim=True)  # softmax over *all* frames
+            expected = (attn * torch.ones(5, 5).tril()) @ v[n, h]  # then masked, not renormalised
+            assert torch.allclose(out[n, h], expected, atol=1e-6)
+
+
+def test_inflation_replaces_subclasses_of_conv2d_too():
+    class MyConv(torch.nn.Conv2d):
+        pass
+
+    from magicvideo.models.adaptor import add_frame_adaptors
+
+    model = torch.nn.Sequential(MyConv(3, 4, 3), torch.nn.Conv2d(4, 4, 1))
+    weight = model[0].weight
+    add_frame_adaptors(model, num_frames=2)
+    assert all(isinstance(m, FrameAdaptedConv2d) for m in model)
+    assert model[0].weight is weight
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -47,11 +47,11 @@ def _check_sd_folder(folder: Path, argument: str) -> None:
     if not (folder / "tokenizer").is_dir():
         missing.append("tokenizer/")
     if missing:
-        raise ValueError(f"{argument}: {folder} is not a diffusers-format Stable Diffusion folder "
+        raise InvalidArgumentError(argument, f"{folder} is not a diffusers-format Stable Diffusion folder "
                          f"(missing {', '.join(missing)})")
     unet_class = json.loads((folder / "unet/config.json").read_text()).get("_class_name")
     if unet_class != "UNet2DConditionModel":
-        raise ValueError(f"{argument}: {folder}/unet is a {unet_class}, not Stable Diffusion's UNet2DConditionModel")
+        raise InvalidArgumentError(argument, f"{folder}/unet is a {unet_class}, not Stable Diffusion's UNet2DConditionModel")
 
 
 def _scheduler(folder: Path, name: str):
