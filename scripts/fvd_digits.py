@@ -24,7 +24,6 @@ Prints a markdown table and writes ``OUT/fvd.json``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -32,11 +31,12 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from magicvideo.digits.data import generate_clips as real_clips
+from magicvideo.digits.data import digit_clips as real_clips
 from magicvideo.evaluation.fvd import cached_features, fvd_from_features
 from magicvideo.evaluation.i3d import I3D
 from magicvideo.evaluation.videos import list_videos
-from magicvideo.generation import generate_clips, pipeline_fingerprint, plan_clips, write_manifest
+from magicvideo.generation import generate_clips, job_records, pipeline_fingerprint, plan_clips
+from magicvideo.manifest import VideoRecord, write_manifest
 from magicvideo.loading import BUNDLED_MODEL
 from magicvideo.pipelines.keyframes import MagicVideoPipeline
 from magicvideo.vae import decode_video
@@ -49,15 +49,14 @@ FPS = 8.0
 def write_set(folder: Path, clips: np.ndarray, captions) -> None:
     """Clips (N, F, H, W[, 3]) uint8 as numbered mp4s plus captions.csv; existing files are kept."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "captions.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "caption", "fps"])
-        for i, (frames, caption) in enumerate(zip(clips, captions)):
-            path = folder / f"{i:05d}.mp4"
-            if not path.is_file():
-                rgb = frames if frames.ndim == 4 else np.repeat(frames[..., None], 3, axis=-1)
-                write_video(path, rgb, fps=FPS)
-            writer.writerow([path.name, caption, FPS])
+    records = []
+    for i, (frames, caption) in enumerate(zip(clips, captions)):
+        path = folder / f"{i:05d}.mp4"
+        if not path.is_file():
+            rgb = frames if frames.ndim == 4 else np.repeat(frames[..., None], 3, axis=-1)
+            write_video(path, rgb, fps=FPS)
+        records.append(VideoRecord(path.name, caption, FPS))
+    write_manifest(folder / "captions.csv", records)
 
 
 def clear_if_stale(folder: Path, fingerprint: str) -> None:
@@ -124,7 +123,7 @@ def main() -> None:
         for _ in generate_clips(pipe, jobs, fps=FPS, skip_existing=True, num_inference_steps=args.steps,
                                 guidance_scale=args.guidance):
             pass
-        write_manifest(jobs, folder / "captions.csv", FPS)
+        write_manifest(folder / "captions.csv", job_records(jobs, FPS))
         sets[f"model {model}"] = folder.name
     sets.update({"real-b, frames shuffled": "shuffled", "VAE-decoded noise (ceiling)": "noise"})
 

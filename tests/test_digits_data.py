@@ -19,14 +19,14 @@ from magicvideo.digits.data import (  # noqa: E402
     TEMPLATES,
     canonical_prompts,
     caption_for,
-    generate_clips,
+    digit_clips,
     load_mnist,
     parse_caption,
     render,
-    sample_clip,
+    sample_digit_clip,
     split_indices,
-    to_uint8,
 )
+from magicvideo.video_io import to_uint8  # noqa: E402
 from magicvideo.digits.evaluate import centre_of_mass, fit_velocity  # noqa: E402
 
 
@@ -40,15 +40,15 @@ def test_split_is_disjoint_by_source_and_balanced():
 
 
 def test_clips_use_only_their_split_and_are_deterministic():
-    a = generate_clips(24, "test", seed=3)
-    b = generate_clips(24, "test", seed=3)
-    c = generate_clips(24, "test", seed=4)
+    a = digit_clips(24, "test", seed=3)
+    b = digit_clips(24, "test", seed=3)
+    c = digit_clips(24, "test", seed=4)
     np.testing.assert_array_equal(a["frames"], b["frames"])
     assert not np.array_equal(a["frames"], c["frames"])
     assert set(a["source"]) <= set(split_indices("test").tolist())
     _, labels = load_mnist()
     np.testing.assert_array_equal(labels[a["source"]], a["digit"])
-    train = generate_clips(24, "train", seed=3)
+    train = digit_clips(24, "train", seed=3)
     assert set(train["source"]) <= set(split_indices("train").tolist())
 
 
@@ -56,7 +56,7 @@ def test_digit_stays_on_canvas_with_all_its_ink():
     images, _ = load_mnist()
     rng = random.Random(0)
     for _ in range(40):
-        spec = sample_clip(rng, "train")
+        spec = sample_digit_clip(rng, "train")
         frames = render(spec, np.arange(NATIVE_FRAMES))
         ink = images[spec.sprites[0].source].sum()
         # bilinear rendering conserves mass: nothing is cut off at any frame
@@ -66,7 +66,7 @@ def test_digit_stays_on_canvas_with_all_its_ink():
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_centre_of_mass_moves_along_the_labelled_direction_at_the_stride_speed(stride):
-    clips = generate_clips(32, "test", stride=stride, seed=stride)
+    clips = digit_clips(32, "test", stride=stride, seed=stride)
     velocity = fit_velocity(centre_of_mass(clips["frames"]))
     units = np.array([DIRECTIONS[DIRECTION_NAMES[i]] for i in clips["direction"]])
     np.testing.assert_allclose(velocity, units * SPEED * stride, atol=0.01)
@@ -74,7 +74,7 @@ def test_centre_of_mass_moves_along_the_labelled_direction_at_the_stride_speed(s
 
 
 def test_strided_clip_equals_frames_of_the_long_video():
-    spec = sample_clip(random.Random(5), "test")
+    spec = sample_digit_clip(random.Random(5), "test")
     long_video = to_uint8(render(spec, np.arange(NATIVE_FRAMES)))
     np.testing.assert_array_equal(to_uint8(render(spec, np.arange(16) * 3)), long_video[0:46:3])
 
@@ -85,7 +85,7 @@ def test_every_caption_parses_back_to_its_parameters():
         for direction in DIRECTION_NAMES:
             assert parse_caption(caption_for(digit, direction, rng)) == [(digit, direction)]
             assert parse_caption(caption_for(digit, direction, canonical=True)) == [(digit, direction)]
-    spec = sample_clip(random.Random(2), "train", two_digit_prob=1.0)
+    spec = sample_digit_clip(random.Random(2), "train", two_digit_prob=1.0)
     assert parse_caption(spec.caption) == [(s.digit, s.direction) for s in spec.sprites]
     assert caption_for(7, "right", canonical=True) == "the digit 7 moves to the right"
     assert caption_for(3, "up_left", canonical=True) == "the digit 3 moves up and to the left"
@@ -105,7 +105,7 @@ def test_written_dataset_round_trips(tmp_path):
     assert len(rows) == 3 and list(rows[0]) == ["path", "caption", "fps", "digit", "direction", "source"]
     rng = random.Random("test-7")
     for row in rows:
-        spec = sample_clip(rng, "test", two_digit_prob=0.5)
+        spec = sample_digit_clip(rng, "test", two_digit_prob=0.5)
         assert row["caption"] == spec.caption and int(row["fps"]) == NATIVE_FPS
         parsed = parse_caption(row["caption"])
         assert row["digit"] == "+".join(str(d) for d, _ in parsed)

@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("mlxtend")
 
 from magicvideo.digits.classifier import WEIGHTS_DIR, classify, load_classifier, prepare_clips  # noqa: E402
-from magicvideo.digits.data import DIRECTION_NAMES, NATIVE_FPS, SPEED, generate_clips  # noqa: E402
+from magicvideo.digits.data import DIRECTION_NAMES, NATIVE_FPS, SPEED, digit_clips  # noqa: E402
 from magicvideo.digits.evaluate import (  # noqa: E402
     evaluate_clips,
     evaluate_generator,
@@ -27,7 +27,7 @@ def classifier():
 
 @pytest.fixture(scope="module")
 def test_clips():
-    return generate_clips(120, "test", seed=2024)  # held-out digits, strides 1-3
+    return digit_clips(120, "test", seed=2024)  # held-out digits, strides 1-3
 
 
 def test_shipped_weights_are_small():

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _train_utils import tiny_config  # noqa: E402
 
 from magicvideo.training.config import ConfigError, config_from_dict  # noqa: E402
-from magicvideo.training.sampling import VideoTooShort, sample_clip  # noqa: E402
+from magicvideo.training.clips import VideoTooShort, sample_clip  # noqa: E402
 from magicvideo.training.synthetic import write_synthetic_dataset  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -264,3 +264,25 @@ def test_min_snr_weighting(setup):
     expected = (torch.stack(per_clip) * torch.clamp(snr, max=1.0) / snr).mean()
     config.train.snr_gamma = 1.0
     torch.testing.assert_close(task.loss(task.model, batch), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_fine_tuning_from_the_bundled_model_keeps_its_context_length(setup, tmp_path):
+    """`model.pretrained: <bundled folder>`: the packaged MiniLM is taken from the installed package
+    (the folder has no text_encoder/), and the saved tokenizer's 16-token context is kept."""
+    from magicvideo import MagicVideoPipeline
+    from magicvideo.loading import BUNDLED_MODEL
+
+    _, manifest, _ = setup
+    config = {
+        "model": {"pretrained": str(BUNDLED_MODEL)},
+        "data": {"manifest": str(manifest), "num_frames": 4, "resolution": 32, "min_stride": 1, "max_stride": 2},
+        "train": {"batch_size": 1, "max_steps": 1, "learning_rate": 1e-5, "warmup_steps": 0, "ema": False},
+        "output": {"output_dir": str(tmp_path / "run"), "checkpoint_every": 0},
+    }
+    path = tmp_path / "finetune.yaml"
+    path.write_text(yaml.safe_dump(config))
+    finish(magicvideo("train", str(path)))
+    pipe = MagicVideoPipeline.from_pretrained(tmp_path / "run" / "final")
+    assert pipe.tokenizer.model_max_length == 16
+    assert not (tmp_path / "run" / "final" / "text_encoder").exists()
+    assert pipe.unet.config.num_frames == 16

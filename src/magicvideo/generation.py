@@ -5,7 +5,7 @@ The one code path behind `magicvideo generate --prompts-file` and `magicvideo ev
 
 from __future__ import annotations
 
-import csv
+import csv  # prompts files
 import hashlib
 import json
 import os
@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import InvalidArgumentError
+from .manifest import VideoRecord
 from .video_io import write_video
 
 CAPTION_COLUMNS = ("caption", "prompt", "text", "sentence")
@@ -113,12 +114,6 @@ def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing:
         yield job, frames
 
 
-def write_manifest(jobs: Sequence[ClipJob], manifest: str | Path, fps: float) -> Path:
-    """The CSV manifest ``path,caption,fps`` of the jobs' clips (paths relative to its folder), as
-    the FVD and CLIPSIM readers take it."""
-    manifest = Path(manifest)
-    with open(manifest, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(("path", "caption", "fps"))
-        writer.writerows((job.path.relative_to(manifest.parent), job.prompt, fps) for job in jobs)
-    return manifest
+def job_records(jobs: Sequence[ClipJob], fps: float) -> list[VideoRecord]:
+    """The manifest records (path, prompt, fps) of the jobs' clips, for `manifest.write_manifest`."""
+    return [VideoRecord(str(job.path), job.prompt, fps) for job in jobs]

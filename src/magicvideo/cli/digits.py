@@ -161,33 +161,36 @@ def run_eval(args) -> int:
 
 def evaluate_directory(directory: Path, classifier) -> dict:
     """Metrics of the videos listed in ``directory/captions.csv``, each scored whole."""
-    import csv
-
     import numpy as np
 
     from magicvideo.digits.data import parse_caption
     from magicvideo.digits.evaluate import evaluate_clips
-    from magicvideo.video_io import read_video
+    from magicvideo.manifest import ManifestError, read_manifest
+    from magicvideo.video_io import UnreadableVideo, read_video
 
     table = directory / "captions.csv"
     if not table.is_file():
         raise UserError(f"--videos: {directory} has no captions.csv")
-    with open(table, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"path", "caption", "fps"} <= set(rows[0]):
+    try:
+        records = read_manifest(table)
+    except ManifestError as err:
+        raise UserError(f"--videos: {err}") from err
+    if any(record.fps is None for record in records):
         raise UserError(f"--videos: {table} needs rows with columns path,caption,fps")
     clips, digits, directions = [], [], []
-    for row in rows:
+    for record in records:
         try:
-            parsed = parse_caption(row["caption"])
+            parsed = parse_caption(record.caption)
         except ValueError:
             parsed = []
         if len(parsed) != 1:
-            raise UserError(f"--videos: {row['path']}: caption {row['caption']!r} is not one moving digit")
-        clips.append(read_video(directory / row["path"])[0])
+            raise UserError(f"--videos: {record.path}: caption {record.caption!r} is not one moving digit")
+        try:
+            clips.append(read_video(record.path)[0])
+        except UnreadableVideo as err:
+            raise UserError(f"--videos: {err}") from err
         digits.append(parsed[0][0])
         directions.append(parsed[0][1])
     if len({c.shape for c in clips}) > 1:
         raise UserError(f"--videos: the videos in {directory} differ in frame count or size")
-    return evaluate_clips(np.stack(clips), digits, directions, [float(r["fps"]) for r in rows], classifier=classifier)
-
+    return evaluate_clips(np.stack(clips), digits, directions, [r.fps for r in records], classifier=classifier)

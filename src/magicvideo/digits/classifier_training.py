@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from magicvideo.digits.classifier import DigitClassifier, classify, prepare_clips
-from magicvideo.digits.data import NATIVE_FPS, STRIDES, generate_clips
+from magicvideo.digits.data import NATIVE_FPS, STRIDES, digit_clips
 
 TEST_SEED = 1234
 
@@ -57,7 +57,7 @@ def jitter(theta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def evaluate_classifier(model: DigitClassifier, clips: dict) -> dict:
-    """Digit and direction accuracy overall and per fps on a :func:`generate_clips` batch."""
+    """Digit and direction accuracy overall and per fps on a :func:`digit_clips` batch."""
     digit, direction = classify(model, clips["frames"])
     result = {
         "clips": int(len(digit)),
@@ -89,7 +89,7 @@ def train_classifier(
     the metrics on ``test_clips`` clips of held-out test digits (also saved as metrics.json)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    pool = generate_clips(pool_size, "train", seed=seed)
+    pool = digit_clips(pool_size, "train", seed=seed)
     frames = prepare_clips(pool["frames"])
     digits, directions = torch.from_numpy(pool["digit"]), torch.from_numpy(pool["direction"])
     model = DigitClassifier()
@@ -118,7 +118,7 @@ def train_classifier(
         scheduler.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
-    metrics = evaluate_classifier(model, generate_clips(test_clips, "test", seed=TEST_SEED))
+    metrics = evaluate_classifier(model, digit_clips(test_clips, "test", seed=TEST_SEED))
     metrics.update(
         steps=steps, batch_size=batch_size, digit_samples=digit_samples, pool_size=pool_size, seed=seed,
         strides=list(STRIDES), fps=[NATIVE_FPS / s for s in STRIDES], test_seed=TEST_SEED,

@@ -11,7 +11,7 @@ with bilinear weights, so the motion is smooth and the centre of mass moves exac
 
 A clip written to disk is a long video (:data:`NATIVE_FRAMES` frames at :data:`NATIVE_FPS`);
 a trainer that takes 16 frames at stride ``s`` sees ``fps = NATIVE_FPS / s`` and a displacement
-of ``SPEED * s`` pixels per frame. :func:`generate_clips` makes such 16-frame clips directly in
+of ``SPEED * s`` pixels per frame. :func:`digit_clips` makes such 16-frame clips directly in
 memory, identical to what a trainer would cut from a written video.
 """
 
@@ -23,6 +23,8 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..video_io import to_uint8
 
 CANVAS = 64
 NATIVE_FPS = 24
@@ -127,7 +129,7 @@ class Sprite:
 
 
 @dataclass(frozen=True)
-class ClipSpec:
+class DigitClip:
     """A clip: one or two sprites and its caption."""
 
     sprites: tuple[Sprite, ...]
@@ -188,7 +190,7 @@ def parse_caption(caption: str) -> list[tuple[int, str]]:
         raise ValueError(f"not a digits caption: {caption!r}") from None
 
 
-def sample_clip(
+def sample_digit_clip(
     rng: random.Random,
     split: str,
     span: float = NATIVE_FRAMES - 1,
@@ -196,7 +198,7 @@ def sample_clip(
     digit: int | None = None,
     direction: str | None = None,
     canonical: bool = False,
-) -> ClipSpec:
+) -> DigitClip:
     """Draw a clip whose digits stay fully on the canvas for ``span`` native frames of motion."""
     _, labels = load_mnist()
     pool = split_indices(split)
@@ -219,7 +221,7 @@ def sample_clip(
             start.append(rng.uniform(low, high))
         sprites.append(Sprite(source, d, r, (start[0], start[1])))
         captions.append(caption_for(d, r, None if canonical else rng, canonical=canonical))
-    return ClipSpec(tuple(sprites), _SECOND_JOIN.join(captions))
+    return DigitClip(tuple(sprites), _SECOND_JOIN.join(captions))
 
 
 def _paste(canvas: np.ndarray, image: np.ndarray, x: float, y: float) -> None:
@@ -236,7 +238,7 @@ def _paste(canvas: np.ndarray, image: np.ndarray, x: float, y: float) -> None:
     np.maximum(region, patch, out=region)
 
 
-def render(spec: ClipSpec, times) -> np.ndarray:
+def render(spec: DigitClip, times) -> np.ndarray:
     """Frames (len(times), 64, 64) float32 in [0, 1] of a clip at the given native frame times."""
     crops = _cropped_digits()
     frames = np.zeros((len(times), CANVAS, CANVAS), np.float32)
@@ -247,11 +249,7 @@ def render(spec: ClipSpec, times) -> np.ndarray:
     return frames
 
 
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(frames * 255), 0, 255).astype(np.uint8)
-
-
-def generate_clips(
+def digit_clips(
     num_clips: int,
     split: str = "test",
     stride: int | None = None,
@@ -270,7 +268,7 @@ def generate_clips(
     out = {k: [] for k in ("frames", "digit", "direction", "fps", "source", "caption")}
     for _ in range(num_clips):
         s = stride if stride is not None else rng.choice(tuple(strides))
-        spec = sample_clip(rng, split, span=(num_frames - 1) * s, canonical=True)
+        spec = sample_digit_clip(rng, split, span=(num_frames - 1) * s, canonical=True)
         out["frames"].append(to_uint8(render(spec, np.arange(num_frames) * s)))
         out["digit"].append(spec.digit)
         out["direction"].append(DIRECTION_NAMES.index(spec.direction))

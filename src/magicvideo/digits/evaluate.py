@@ -30,7 +30,7 @@ from magicvideo.digits.data import (
     canonical_prompts,
     parse_caption,
     render,
-    sample_clip,
+    sample_digit_clip,
 )
 
 _UNITS = np.array([DIRECTIONS[name] for name in DIRECTION_NAMES])
@@ -200,7 +200,7 @@ def real_clip_generator(split: str = "test", num_frames: int = 16) -> Generator:
         clips = []
         for prompt in prompts:
             (digit, direction), = parse_caption(prompt)
-            spec = sample_clip(rng, split, span=(num_frames - 1) * stride, digit=digit, direction=direction)
+            spec = sample_digit_clip(rng, split, span=(num_frames - 1) * stride, digit=digit, direction=direction)
             clips.append(render(spec, np.arange(num_frames) * stride))
         return np.repeat(np.stack(clips)[..., None], 3, axis=-1)
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import random
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from magicvideo.digits.data import NATIVE_FPS, NATIVE_FRAMES, render, sample_clip, to_uint8
-from magicvideo.video_io import write_video
+from magicvideo.digits.data import NATIVE_FPS, NATIVE_FRAMES, render, sample_digit_clip
+from magicvideo.manifest import VideoRecord, write_manifest
+from magicvideo.video_io import to_uint8, write_video
 
 CSV_COLUMNS = ("path", "caption", "fps", "digit", "direction", "source")
 
@@ -36,23 +36,13 @@ def write_dataset(
     times = np.arange(NATIVE_FRAMES)
     rows = []
     for i in tqdm(range(num_clips), desc=f"digits {split}", disable=not progress):
-        spec = sample_clip(rng, split, two_digit_prob=two_digit_prob)
+        spec = sample_digit_clip(rng, split, two_digit_prob=two_digit_prob)
         rel = f"videos/{split}_{i:06d}.mp4"
         frames = to_uint8(render(spec, times))
         write_video(out / rel, np.repeat(frames[..., None], 3, axis=-1), NATIVE_FPS, crf=crf)
-        rows.append(
-            {
-                "path": rel,
-                "caption": spec.caption,
-                "fps": NATIVE_FPS,
-                "digit": "+".join(str(s.digit) for s in spec.sprites),
-                "direction": "+".join(s.direction for s in spec.sprites),
-                "source": "+".join(str(s.source) for s in spec.sprites),
-            }
-        )
-    csv_path = out / "captions.csv"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return csv_path
+        rows.append(VideoRecord(rel, spec.caption, NATIVE_FPS, {
+            "digit": "+".join(str(s.digit) for s in spec.sprites),
+            "direction": "+".join(s.direction for s in spec.sprites),
+            "source": "+".join(str(s.source) for s in spec.sprites),
+        }))
+    return write_manifest(out / "captions.csv", rows, extra_columns=CSV_COLUMNS[3:])

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 from magicvideo.errors import InvalidArgumentError
 from magicvideo.evaluation.fvd import NUM_FRAMES, compute_fvd
 from magicvideo.evaluation.videos import EvaluationError, EvaluationWarning, list_videos
-from magicvideo.generation import ClipJob, generate_clips, pipeline_fingerprint, write_manifest
+from magicvideo.generation import ClipJob, generate_clips, job_records, pipeline_fingerprint
+from magicvideo.manifest import write_manifest
 
 MANIFEST = "clips.csv"  # path,caption,fps of the generated clips, in the output folder
 LOCK = "generation.json"  # how the clips of the output folder were made (checked on resume)
@@ -104,7 +105,7 @@ def run_protocol(pipe, jobs: Sequence[ClipJob], out_dir: str | Path, real: str |
     for _, frames in generate_clips(pipe, jobs, fps=settings["fps"], skip_existing=skip_existing,
                                     **_pipe_kwargs(settings)):
         generated, skipped = (generated + 1, skipped) if frames is not None else (generated, skipped + 1)
-    manifest = write_manifest(jobs, out_dir / MANIFEST, settings["fps"])
+    manifest = write_manifest(out_dir / MANIFEST, job_records(jobs, settings["fps"]))
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

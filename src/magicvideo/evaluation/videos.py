@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
+
+from ..manifest import ManifestError, read_manifest
+from ..video_io import UnreadableVideo, read_video
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
 
@@ -48,32 +49,16 @@ def list_videos(source: str | Path) -> list[VideoItem]:
 
 
 def _read_manifest(manifest: Path) -> list[VideoItem]:
-    with open(manifest, newline="", encoding="utf-8") as f:
-        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
-    if rows and rows[0][0].strip().lower() == "path":
-        rows = rows[1:]
-    items = []
-    for line, row in enumerate(rows, start=1):
-        path = manifest.parent / row[0].strip()
-        if not path.is_file():
-            raise EvaluationError(f"{manifest}: video {row[0]!r} (row {line}) does not exist")
-        items.append(VideoItem(path, row[1] if len(row) > 1 else None))
-    if not items:
-        raise EvaluationError(f"manifest {manifest} lists no videos")
-    return items
+    try:
+        records = read_manifest(manifest, require_caption=False, must_exist=True)
+    except ManifestError as err:
+        raise EvaluationError(str(err)) from err
+    return [VideoItem(Path(r.path), r.caption) for r in records]
 
 
 def read_frames(path: str | Path, max_frames: int | None = None) -> np.ndarray:
     """Decode up to ``max_frames`` frames (all if None) as uint8 RGB (F, H, W, 3)."""
-    frames = []
     try:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) == max_frames:
-                    break
-    except (av.FFmpegError, IndexError) as err:
-        raise EvaluationError(f"cannot decode video {path}: {err}") from err
-    if not frames:
-        raise EvaluationError(f"video {path} has no frames")
-    return np.stack(frames)
+        return read_video(path, max_frames)[0]
+    except UnreadableVideo as err:
+        raise EvaluationError(str(err)) from err

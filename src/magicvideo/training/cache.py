@@ -29,7 +29,7 @@ from ..text import encode_prompts
 from ..vae import encode_video
 from ..video_io import read_video
 from .data import ClipSpec, StreamOrder, resize_center_crop
-from .sampling import sample_clip, sample_rng
+from .clips import sample_clip, sample_rng
 
 logger = logging.getLogger("magicvideo.training")
 INDEX = "index.json"
@@ -127,7 +127,7 @@ class CachedClipDataset(Dataset):
 def build_cache_from_config(config) -> dict:
     """`magicvideo cache`: the manifest, clip size, VAE and text encoder of a training config."""
     from .components import load_components
-    from .data import ManifestColumns, read_manifest
+    from ..manifest import ManifestColumns, read_manifest
 
     data = config.data
     parts = load_components(config, with_unet=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 from diffusers import AutoencoderKL, DDPMScheduler
 from transformers import AutoModel, AutoTokenizer
 
+from ..loading import load_pipeline
 from ..text import packaged_text_encoder_path
 from ..models.unet_3d import MagicVideoUNet3D
 from .config import Config
@@ -39,15 +40,16 @@ def load_components(config: Config, with_unet: bool = True) -> Components:
     model, train = config.model, config.train
     unet = vae = tokenizer = text_encoder = scheduler = None
     if model.pretrained:
-        root = Path(_check_folder(model.pretrained, "model.pretrained"))
+        # the one pipeline loader: also a pipeline saved with the packaged MiniLM (no text_encoder/)
+        pipe = load_pipeline(_check_folder(model.pretrained, "model.pretrained"), device="cpu", dtype="fp32",
+                             progress_bar=False)
         if with_unet and not model.unet:
-            unet = MagicVideoUNet3D.from_pretrained(root / "unet")
+            unet = pipe.unet
         if not model.vae:
-            vae = AutoencoderKL.from_pretrained(root / "vae")
+            vae = pipe.vae
         if not model.text_encoder:
-            tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
-            text_encoder = AutoModel.from_pretrained(root / "text_encoder")
-        scheduler = DDPMScheduler.from_pretrained(root / "scheduler")
+            tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     if with_unet and model.unet:
         unet = MagicVideoUNet3D(**model.unet)
     if model.vae:

@@ -13,7 +13,6 @@ never stops a run.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -23,90 +22,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
-from .sampling import ClipIndices, VideoTooShort, sample_clip, sample_rng
+from ..manifest import VideoRecord
+from ..video_io import decode_clip
+from .clips import sample_clip, sample_rng
 
 logger = logging.getLogger("magicvideo.training")
 
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")
-
-
-@dataclass(frozen=True)
-class VideoRecord:
-    """One video of a manifest: `path` (absolute), `caption`, and `fps` (None: read from the file)."""
-
-    path: str
-    caption: str
-    fps: float | None = None
-
-
-@dataclass(frozen=True)
-class ManifestColumns:
-    """How the columns of a CSV manifest map onto a video record.
-
-    `path`: a Python format string over the row's columns giving the video path relative to the
-    root folder; `caption` and `fps`: column names (a missing fps column means "read the fps from
-    the file"). The defaults read `path,caption[,fps]`; WebVid's CSV (videoid, name, page_dir, ...)
-    is read with path="{page_dir}/{videoid}.mp4", caption="name" (the layout of its downloaders).
-    """
-
-    path: str = "{path}"
-    caption: str = "caption"
-    fps: str = "fps"
-
-
-def read_manifest(manifest: str | Path, root: str | Path | None = None, columns: ManifestColumns = ManifestColumns()):
-    """Read a CSV manifest into `VideoRecord`s; paths are relative to `root` (default: the manifest's folder)."""
-    manifest = Path(manifest)
-    root = Path(root) if root is not None else manifest.parent
-    records = []
-    with open(manifest, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if columns.caption not in (reader.fieldnames or []):
-            raise ValueError(f"{manifest}: no caption column {columns.caption!r} (columns: {reader.fieldnames})")
-        for line, row in enumerate(reader, start=2):
-            try:
-                rel = columns.path.format(**row)
-            except KeyError as err:
-                raise ValueError(f"{manifest}:{line}: path format {columns.path!r} needs column {err}") from None
-            fps = row.get(columns.fps) or None
-            records.append(VideoRecord(str(root / rel), row[columns.caption], float(fps) if fps else None))
-    if not records:
-        raise ValueError(f"{manifest}: no videos listed")
-    return records
-
-
-def decode_clip(source, choose, fps_override: float | None = None) -> tuple[np.ndarray, ClipIndices]:
-    """Decode the frames `choose(total_frames, native_fps) -> ClipIndices` selects from a video file
-    (path or file object) with PyAV; returns uint8 frames (F, H, W, 3) and the chosen indices."""
-    with av.open(source) as container:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        native_fps = fps_override or (float(rate) if rate else None)
-        if not native_fps:
-            raise ValueError("unknown frame rate")
-        total = stream.frames
-        if not total and stream.duration and stream.time_base:
-            total = int(round(float(stream.duration * stream.time_base) * native_fps))
-        if not total:
-            total = sum(1 for _ in container.decode(stream))
-            container.seek(0)
-        clip = choose(total, native_fps)
-        wanted = {index: slot for slot, index in enumerate(clip.indices)}
-        frames: list[np.ndarray | None] = [None] * len(clip.indices)
-        for index, frame in enumerate(container.decode(stream)):
-            if index in wanted:
-                frames[wanted[index]] = frame.to_ndarray(format="rgb24")
-            if index >= clip.indices[-1]:
-                break
-    if any(frame is None for frame in frames):
-        raise VideoTooShort(f"decoded fewer frames than the {total} the container announces (truncated?)")
-    return np.stack(frames), clip
 
 
 def resize_center_crop(frames: np.ndarray, size: int) -> torch.Tensor:

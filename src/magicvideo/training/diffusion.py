@@ -24,7 +24,7 @@ from ..video_io import write_video
 from .cache import CachedClipDataset, cache_exists
 from .components import load_components
 from .config import Config
-from .sampling import sample_rng
+from .clips import sample_rng
 from .trainer import clip_spec, sample_generator, video_dataset
 
 logger = logging.getLogger("magicvideo.training")

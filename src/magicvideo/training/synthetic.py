@@ -3,13 +3,13 @@ a laptop before touching real data: `magicvideo data synthetic OUT --clips N`.""
 
 from __future__ import annotations
 
-import csv
 import random
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..manifest import VideoRecord, write_manifest
 from ..video_io import write_video
 
 COLOURS = {
@@ -59,10 +59,5 @@ def write_synthetic_dataset(out: str | Path, clips: int, num_frames: int = 32, s
         frames, caption = render_clip(rng, num_frames, size)
         rel = f"videos/{i:06d}.mp4"
         write_video(out / rel, frames, fps)
-        rows.append((rel, caption, fps))
-    manifest = out / "captions.csv"
-    with open(manifest, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(("path", "caption", "fps"))
-        writer.writerows(rows)
-    return manifest
+        rows.append(VideoRecord(rel, caption, fps))
+    return write_manifest(out / "captions.csv", rows)

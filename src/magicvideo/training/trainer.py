@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, save_config
-from .data import ClipSpec, ManifestColumns, StreamSampler, VideoClipDataset, WebDatasetClips, collate, expand_shards, read_manifest
+from ..manifest import ManifestColumns, read_manifest
+from .data import ClipSpec, StreamSampler, VideoClipDataset, WebDatasetClips, collate, expand_shards
 from .metrics import MetricsLog
 
 logger = logging.getLogger("magicvideo.training")
