@@ -137,3 +137,39 @@ def test_eval_command_scores_a_directory_of_videos(tmp_path, capsys):
     assert m["displacement"] == pytest.approx(SPEED, rel=0.02)
     assert main(["digits", "eval", "--videos", str(tmp_path / "videos")]) == 2
     assert "captions.csv" in capsys.readouterr().err
+
+
+def test_coherence_is_one_for_a_rigidly_moving_digit_and_drops_when_it_changes():
+    from magicvideo.digits.data import load_mnist
+    from magicvideo.digits.evaluate import coherence
+
+    images, labels = load_mnist()
+    a, b = (images[np.flatnonzero(labels == d)[0]].reshape(28, 28).astype(float) for d in (1, 8))
+    clip = np.zeros((1, 8, 64, 64))
+    for f in range(8):  # integer steps: the motion-free crops are identical
+        clip[0, f, 10 + f : 38 + f, 12 + 2 * f : 40 + 2 * f] = a
+    same = coherence(clip)
+    assert same["to_first_last"] == pytest.approx(1.0, abs=1e-6)
+    assert same["consecutive"] == pytest.approx(1.0, abs=1e-6)
+    morph = clip.copy()
+    morph[0, 4:] = 0
+    for f in range(4, 8):
+        morph[0, f, 10 + f : 38 + f, 12 + 2 * f : 40 + 2 * f] = b
+    changed = coherence(morph)
+    assert changed["to_first"][:4] == pytest.approx([1.0] * 4, abs=1e-6)
+    assert changed["to_first_last"] < 0.8 and changed["consecutive"] < same["consecutive"]
+
+
+def test_motion_compensated_flicker_ignores_motion_and_sees_noise():
+    from magicvideo.evaluation.temporal import motion_compensated_flicker, translation
+
+    rng = np.random.default_rng(0)
+    scene = np.zeros((64, 64))
+    scene[20:40, 24:34] = 1.0
+    moving = np.stack([np.roll(scene, (k, 2 * k), axis=(0, 1)) for k in range(6)])
+    assert translation(moving[0], moving[1]) == pytest.approx([1.0, 2.0], abs=0.05)
+    assert motion_compensated_flicker(moving) < 1e-3
+    flickering = np.clip(moving + rng.normal(0, 0.05, moving.shape), 0, 1)
+    assert motion_compensated_flicker(flickering) > 0.02
+    # plain consecutive difference would count the motion as flicker
+    assert np.abs(np.diff(moving, axis=0)).mean() > 10 * motion_compensated_flicker(moving)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from . import UserError
@@ -96,6 +97,9 @@ def run(args) -> int:
         raise UserError("give a PROMPT (or --prompts-file); see --help")
 
     pipe = pipeline_from_args(args)
+    warning = pipe.fps_warning(args.fps)
+    if warning:
+        print(f"magicvideo generate: warning: --fps: {warning}", file=sys.stderr)
     if len(jobs) > 1:
         pipe.set_progress_bar_config(disable=True)  # one bar over the clips, not one per clip
     for job, frames in generate_clips(pipe, jobs, fps=args.fps, **pipeline_settings(args)):

@@ -58,6 +58,51 @@ def centre_of_mass(clips) -> np.ndarray:
     return np.stack([cx, cy], axis=-1)
 
 
+def digit_crops(clips, size: int = 32) -> np.ndarray:
+    """(N, F, size, size) crops of each frame centred on its digit's centre of mass (sub-pixel,
+    bilinear), so that the digit's motion is removed and only its appearance is left."""
+    from scipy import ndimage
+
+    x = prepare_clips(clips, num_frames=None).squeeze(1).double().numpy()  # (N, F, H, W) in [0, 1]
+    centres = centre_of_mass(clips)
+    n, f, h, w = x.shape
+    crops = np.zeros((n, f, size, size))
+    for i in range(n):
+        for j in range(f):
+            cx, cy = centres[i, j]
+            if not np.isfinite(cx):
+                continue  # an empty frame: a blank crop, similarity 0
+            shifted = ndimage.shift(x[i, j], ((h - 1) / 2 - cy, (w - 1) / 2 - cx), order=1, mode="constant")
+            top, left = (h - size) // 2, (w - size) // 2
+            crops[i, j] = shifted[top : top + size, left : left + size]
+    return crops
+
+
+def coherence(clips) -> dict:
+    """How much each clip's digit keeps its appearance once its motion is removed.
+
+    Every frame's motion-free crop (:func:`digit_crops`) is compared with the first frame's and with
+    the previous frame's by the Pearson correlation of their pixels (1: the same image; real clips
+    lose a little to sub-pixel rendering). Returns ``to_first`` (per frame index, mean over clips),
+    ``to_first_last`` (its last entry), ``consecutive`` (mean over clips and frame pairs) and
+    ``per_clip_last`` and ``per_clip_consecutive`` (N,) for breakdowns."""
+    crops = digit_crops(clips)
+    n, f = crops.shape[:2]
+    flat = crops.reshape(n, f, -1)
+    flat = flat - flat.mean(-1, keepdims=True)
+    norm = np.linalg.norm(flat, axis=-1, keepdims=True)
+    unit = np.divide(flat, norm, out=np.zeros_like(flat), where=norm > 0)
+    to_first = (unit * unit[:, :1]).sum(-1)  # (N, F)
+    consecutive = (unit[:, 1:] * unit[:, :-1]).sum(-1)  # (N, F-1)
+    return {
+        "to_first": to_first.mean(0).round(4).tolist(),
+        "to_first_last": float(to_first[:, -1].mean()),
+        "consecutive": float(consecutive.mean()) if f > 1 else 1.0,
+        "per_clip_last": to_first[:, -1],
+        "per_clip_consecutive": consecutive.mean(-1) if f > 1 else np.ones(n),
+    }
+
+
 def fit_velocity(track: np.ndarray) -> np.ndarray:
     """(N, 2) least-squares velocity (pixels per frame) of (N, F, 2) tracks."""
     f = track.shape[1]
@@ -91,6 +136,8 @@ def evaluate_clips(
     speed = np.linalg.norm(velocity, axis=-1)
     motion_direction = np.where(tracked, np.argmax(velocity @ _UNITS.T, axis=-1), -1)
     expected = expected_displacement(fps)
+    crops_coherence = coherence(clips)
+    first_last, consecutive = crops_coherence["per_clip_last"], crops_coherence["per_clip_consecutive"]
 
     def summary(m: np.ndarray) -> dict:
         return {
@@ -101,13 +148,17 @@ def evaluate_clips(
             "displacement": float(speed[m].mean()),
             "expected_displacement": float(expected[m].mean()),
             "displacement_rel_error": float((np.abs(speed[m] - expected[m]) / expected[m]).mean()),
+            "coherence_first_last": float(first_last[m].mean()),
+            "coherence_consecutive": float(consecutive[m].mean()),
         }
 
     result = summary(np.ones(len(digits), bool))
     several = np.ptp(expected) > 0 and np.ptp(speed) > 0
     result["displacement_correlation"] = float(np.corrcoef(speed, expected)[0, 1]) if several else float("nan")
     result["per_fps"] = {f"{v:g}": summary(fps == v) for v in sorted(set(fps.tolist()))}
+    result["coherence_to_first"] = crops_coherence["to_first"]
     return result
+
 
 
 Generator = Callable[[list[str], float, int], np.ndarray]
@@ -178,8 +229,10 @@ def evaluate_generator(
 def format_table(metrics: dict) -> str:
     """A plain-text table of :func:`evaluate_clips` metrics, one row per fps and overall."""
     cols = ("clips", "digit_accuracy", "direction_accuracy", "motion_direction_accuracy",
-            "displacement", "expected_displacement", "displacement_rel_error")
-    heads = ("fps", "clips", "digit acc", "direction acc", "motion dir acc", "disp px/f", "expected", "rel err")
+            "displacement", "expected_displacement", "displacement_rel_error", "coherence_first_last",
+            "coherence_consecutive")
+    heads = ("fps", "clips", "digit acc", "direction acc", "motion dir acc", "disp px/f", "expected", "rel err",
+             "coh first-last", "coh consec")
     rows = [[k] + [metrics["per_fps"][k][c] for c in cols] for k in metrics["per_fps"]]
     rows.append(["all"] + [metrics[c] for c in cols])
     text = [[str(r[0]), str(r[1])] + [f"{v:.3f}" for v in r[2:]] for r in rows]

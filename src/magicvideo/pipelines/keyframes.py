@@ -57,9 +57,12 @@ class MagicVideoPipeline(DiffusionPipeline):
     _optional_components = ["text_encoder"]  # None while saving a pipeline with the packaged MiniLM
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, unet: MagicVideoUNet3D, vae: AutoencoderKL, text_encoder, tokenizer, scheduler):
+    def __init__(self, unet: MagicVideoUNet3D, vae: AutoencoderKL, text_encoder, tokenizer, scheduler,
+                 fps_range: list[float] | None = None):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        # the frame rates the model was trained at (saved in model_index.json; None: unknown)
+        self.register_to_config(fps_range=None if fps_range is None else [float(v) for v in fps_range])
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
         self._interrupt = False
@@ -94,6 +97,14 @@ class MagicVideoPipeline(DiffusionPipeline):
     def spatial_factor(self) -> int:
         """Height and width must be multiples of this: the VAE's and the U-Net's downsampling."""
         return self.vae_scale_factor * 2 ** self.unet.num_upsamplers
+
+    def fps_warning(self, fps: float | None) -> str | None:
+        """A warning when `fps` lies outside the frame rates the model was trained at, else None."""
+        low_high = self.config.get("fps_range") if hasattr(self.config, "get") else None
+        if fps is None or not low_high or low_high[0] <= fps <= low_high[1]:
+            return None
+        return (f"fps {fps:g} is outside the frame rates this model was trained at ({low_high[0]:g}-{low_high[1]:g}); "
+                "motion per frame is extrapolated and may not follow it")
 
     @property
     def interrupt(self) -> bool:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from diffusers.training_utils import compute_snr
 
+from ..manifest import ManifestColumns, read_manifest
 from ..text import context_length, encode_prompts
 from ..vae import encode_video
 from ..video_io import write_video
@@ -108,7 +109,19 @@ class DiffusionTask:
 
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
         return MagicVideoPipeline(unet=unet, vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                  scheduler=scheduler)
+                                  scheduler=scheduler, fps_range=self.fps_range())
+
+    def fps_range(self) -> tuple[float, float] | None:
+        """The frame rates the clips of a manifest with an fps column are trained at: native fps /
+        stride over the configured strides (None for shards or videos of unknown rate)."""
+        data = self.config.data
+        if not data.manifest:
+            return None
+        columns = ManifestColumns(data.path_column, data.caption_column, data.fps_column)
+        rates = {record.fps for record in read_manifest(data.manifest, data.root, columns)}
+        if None in rates:
+            return None
+        return min(rates) / data.max_stride, max(rates) / data.min_stride
 
     @torch.no_grad()
     def sample(self, unet, folder: Path) -> None:
