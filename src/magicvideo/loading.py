@@ -10,6 +10,8 @@ from .errors import InvalidArgumentError
 
 # The small text-to-video model trained by us on Moving MNIST of real digits, shipped in the package.
 BUNDLED_MODEL = Path(__file__).parent / "weights" / "digits"
+# The bundled cascade: its model_index.json names the stage folders beside the keyframe model.
+BUNDLED_CASCADE = Path(__file__).parent / "weights"
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
