@@ -34,6 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from diffusers import ModelMixin  # noqa: F401  diffusers' pipeline loader looks the base class up in this module
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import get_timestep_embedding
 from einops import rearrange
