@@ -11,6 +11,8 @@ def train(config: Config, resume: bool = False):
 
     if config.task == "vae":
         from .vae_task import VAETask as task
+    elif config.task == "video_vae":
+        from .video_vae_task import VideoVAETask as task
     else:
         from .diffusion import DiffusionTask as task
     return Trainer(config, task, resume=resume).run()

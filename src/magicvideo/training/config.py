@@ -67,6 +67,25 @@ class VAEConfig:
 
 
 @dataclass
+class VideoVAEConfig:
+    """`task: video_vae`: a VideoVAE (temporal decoder) fine-tuned from an image VAE (see
+    `training/video_vae_task.py` and docs/video-vae.md)."""
+
+    init: str | None = None  # an AutoencoderKL folder (or a VideoAutoencoderKL to continue from)
+    temporal_layers: list[str] = field(default_factory=lambda: ["mid", "up0"])  # decoder stages: in, mid, up0, up1, ...
+    temporal_attention_heads: int = 4
+    temporal_window: int = 16  # frames a frame attends to (itself included)
+    train_decoder: bool = False  # False: only the temporal layers (the image decoder stays exact)
+    reconstruction_loss: str = "l1"  # l1 or mse, per pixel value
+    difference_weight: float = 1.0  # weight of the loss on frame-to-frame differences
+    generated_fraction: float = 0.5  # share of clips decoded from U-Net-denoised latents instead of clean ones
+    generated_pipeline: str | None = None  # pipeline folder whose U-Net denoises them (None: the bundled model)
+    generated_min_timestep: int = 0  # noise level range of the one-step (x0) denoising
+    generated_max_timestep: int = 300
+    sample_clips: int = 2  # validation clips in the samples (contact sheet + mp4)
+
+
+@dataclass
 class TrainConfig:
     seed: int = 0
     batch_size: int = 1  # clips per process per micro-batch
@@ -108,9 +127,10 @@ class OutputConfig:
 
 @dataclass
 class Config:
-    task: str = "diffusion"  # diffusion (3D U-Net) or vae (AutoencoderKL, same as `magicvideo train-vae`)
+    task: str = "diffusion"  # diffusion (3D U-Net), vae (AutoencoderKL, same as `magicvideo train-vae`) or video_vae
     model: ModelConfig = field(default_factory=ModelConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
+    video_vae: VideoVAEConfig = field(default_factory=VideoVAEConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -120,7 +140,8 @@ class Config:
 
 
 CHOICES = {
-    "task": ("diffusion", "vae"),
+    "task": ("diffusion", "vae", "video_vae"),
+    "video_vae.reconstruction_loss": ("l1", "mse"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.prediction_type": ("epsilon", "v_prediction"),
     "vae.reconstruction_loss": ("l1", "mse"),
@@ -131,7 +152,10 @@ MINIMUM = {
     **dict.fromkeys(("model.text_max_length", "train.batch_size", "train.gradient_accumulation_steps",
                      "train.max_steps", "data.num_frames", "data.resolution", "data.min_stride", "data.max_stride",
                      "data.cache_shard_size", "output.keep_checkpoints", "output.log_every", "output.sample_steps",
-                     "vae.layers_per_block", "vae.latent_channels", "vae.scaling_samples"), 1),
+                     "vae.layers_per_block", "vae.latent_channels", "vae.scaling_samples",
+                     "video_vae.temporal_attention_heads", "video_vae.temporal_window"), 1),
+    **dict.fromkeys(("video_vae.difference_weight", "video_vae.generated_fraction", "video_vae.generated_min_timestep",
+                     "video_vae.generated_max_timestep", "video_vae.sample_clips"), 0),
     **dict.fromkeys(("train.warmup_steps", "data.num_workers", "output.checkpoint_every", "output.sample_every"), 0),
 }
 

@@ -1,0 +1,272 @@
+"""The VideoVAE: an `AutoencoderKL` whose decoder has directed temporal attention layers.
+
+MagicVideo decodes with a VideoVAE: decoding each frame on its own gives small frame-to-frame
+changes ("pixel dithering") that read as flicker. `VideoAutoencoderKL` keeps the image VAE's
+encoder (and so its latent space) untouched and inserts directed temporal attention layers in the
+decoder, each a residual branch with a zero-initialised output projection: fresh from
+`from_image_vae`, it decodes exactly like the image VAE it was built from.
+
+Temporal attention (`WindowedTemporalAttention`): at every spatial position of a decoder feature
+map, the frames form a sequence; frame p attends to frames q with p - window < q <= p (mask
+applied before the softmax, so strictly causal), with a learned bias per head that is a function
+of the *relative* distance p - q only (a sinusoidal embedding of the distance, projected to the
+heads). Because nothing depends on the absolute frame index and every other decoder op is per
+frame, a long clip decodes in chunks with the keys/values of the last `window - 1` frames carried
+from chunk to chunk (a KV cache, one per layer), and the result equals whole-clip decoding (up to
+float rounding). Memory stays bounded; no seam appears at chunk borders.
+
+Placement (config `temporal_layers`): names of decoder stages after which a layer sits:
+``"in"`` (after conv_in), ``"mid"`` (after the mid-block), ``"up0"``, ``"up1"``, ... (after up
+block i). The paper's two layers are the default: ``["mid", "up0"]``.
+
+API:
+- `VideoAutoencoderKL.from_image_vae(vae, **temporal_config)`
+- `decode_video(latents (B, C, F, h, w), chunk_size=None, temporal=True) -> (B, 3, F, H, W)`:
+  unscaled latents, as `decode()` takes; `temporal=False` decodes with the plain image decoder
+  (same weights, no second copy).
+- `decode()` of 4-D latents is `AutoencoderKL.decode`: image decoding, frame by frame.
+- `decode_latents_video(vae, scaled_latents, chunk_size, decoder)`: scaled latents (as the
+  diffusion model produces them) -> video, for any `AutoencoderKL`; the pipeline's hook.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from diffusers import ModelMixin  # noqa: F401  diffusers' pipeline loader looks the base class up in this module
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.embeddings import get_timestep_embedding
+from einops import rearrange
+from torch import nn
+
+from ..errors import InvalidArgumentError
+
+DEFAULT_TEMPORAL_LAYERS = ("mid", "up0")
+DECODERS = ("image", "video")
+
+
+class WindowedTemporalAttention(nn.Module):
+    """Directed multi-head self-attention over frames with a bounded past window and relative
+    position bias; residual, output projection initialised to zero.
+
+    `forward(x, num_frames, cache)`: x is (B * F, C, H, W) with frames folded into the batch
+    (frame-major within each clip). `cache` (a dict, or None) carries the keys/values of the last
+    `window - 1` frames of the previous chunk; it is read and then updated in place.
+    """
+
+    def __init__(self, channels: int, num_heads: int = 4, window: int = 16, position_dim: int = 32):
+        super().__init__()
+        if channels % num_heads:
+            raise InvalidArgumentError("temporal_attention_heads",
+                                       f"{channels} channels do not split into {num_heads} heads")
+        if window < 1:
+            raise InvalidArgumentError("temporal_window", f"must be at least 1, got {window}")
+        self.num_heads, self.window, self.position_dim = num_heads, window, position_dim
+        self.norm = nn.LayerNorm(channels)
+        self.to_q = nn.Linear(channels, channels, bias=False)
+        self.to_k = nn.Linear(channels, channels, bias=False)
+        self.to_v = nn.Linear(channels, channels, bias=False)
+        self.position_bias = nn.Linear(position_dim, num_heads)  # sinusoid(p - q) -> one bias per head
+        nn.init.zeros_(self.position_bias.weight)
+        nn.init.zeros_(self.position_bias.bias)
+        self.to_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def attention_bias(self, queries: int, past: int, device, dtype) -> torch.Tensor:
+        """(heads, queries, past + queries): relative-position bias, -inf outside the causal window."""
+        query_pos = torch.arange(queries, device=device) + past
+        key_pos = torch.arange(past + queries, device=device)
+        distance = query_pos[:, None] - key_pos[None, :]
+        allowed = (distance >= 0) & (distance < self.window)
+        embedding = get_timestep_embedding(distance.clamp(0, self.window - 1).flatten(), self.position_dim,
+                                           flip_sin_to_cos=True).to(dtype)
+        bias = self.position_bias(embedding).view(queries, past + queries, self.num_heads).permute(2, 0, 1)
+        return bias.masked_fill(~allowed, float("-inf"))
+
+    def forward(self, x: torch.Tensor, num_frames: int, cache: dict | None = None) -> torch.Tensor:
+        _, _, h, w = x.shape
+        tokens = rearrange(x, "(b f) c h w -> (b h w) f c", f=num_frames)
+        normed = self.norm(tokens)
+        q, k, v = (rearrange(proj(normed), "n f (heads d) -> n heads f d", heads=self.num_heads)
+                   for proj in (self.to_q, self.to_k, self.to_v))
+        past = 0
+        if cache is not None:
+            if "k" in cache:
+                past = cache["k"].shape[2]
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            start = max(0, k.shape[2] - (self.window - 1))  # the last window - 1 frames
+            cache["k"], cache["v"] = k[:, :, start:], v[:, :, start:]
+        bias = self.attention_bias(num_frames, past, x.device, q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = self.to_out(rearrange(out, "n heads f d -> n f (heads d)"))
+        return x + rearrange(out, "(b h w) f c -> (b f) c h w", h=h, w=w)
+
+
+def _stage_channels(block_out_channels, name: str) -> int:
+    levels = len(block_out_channels)
+    if name in ("in", "mid"):
+        return block_out_channels[-1]
+    if name.startswith("up") and name[2:].isdigit() and int(name[2:]) < levels:
+        return list(reversed(block_out_channels))[int(name[2:])]
+    stages = ", ".join(["in", "mid"] + [f"up{i}" for i in range(levels)])
+    raise InvalidArgumentError("temporal_layers", f"unknown decoder stage {name!r}; choose from {stages}")
+
+
+class VideoAutoencoderKL(AutoencoderKL):
+    """`AutoencoderKL` + directed temporal attention in the decoder (see the module docstring).
+
+    Extra config keys: `temporal_layers` (decoder stages, default ["mid", "up0"]),
+    `temporal_attention_heads` (default 4), `temporal_window` (frames a frame may attend to,
+    itself included; default 16). All other keys and all weights are `AutoencoderKL`'s, so an
+    `AutoencoderKL` loads this model's folder too (ignoring the temporal layers).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        down_block_types: tuple[str] = ("DownEncoderBlock2D",),
+        up_block_types: tuple[str] = ("UpDecoderBlock2D",),
+        block_out_channels: tuple[int] = (64,),
+        layers_per_block: int = 1,
+        act_fn: str = "silu",
+        latent_channels: int = 4,
+        norm_num_groups: int = 32,
+        sample_size: int = 32,
+        scaling_factor: float = 0.18215,
+        shift_factor: float | None = None,
+        latents_mean: tuple[float] | None = None,
+        latents_std: tuple[float] | None = None,
+        force_upcast: bool = True,
+        use_quant_conv: bool = True,
+        use_post_quant_conv: bool = True,
+        mid_block_add_attention: bool = True,
+        temporal_layers: tuple[str] = DEFAULT_TEMPORAL_LAYERS,
+        temporal_attention_heads: int = 4,
+        temporal_window: int = 16,
+    ):
+        super().__init__(
+            in_channels=in_channels, out_channels=out_channels, down_block_types=down_block_types,
+            up_block_types=up_block_types, block_out_channels=block_out_channels, layers_per_block=layers_per_block,
+            act_fn=act_fn, latent_channels=latent_channels, norm_num_groups=norm_num_groups, sample_size=sample_size,
+            scaling_factor=scaling_factor, shift_factor=shift_factor, latents_mean=latents_mean,
+            latents_std=latents_std, force_upcast=force_upcast, use_quant_conv=use_quant_conv,
+            use_post_quant_conv=use_post_quant_conv, mid_block_add_attention=mid_block_add_attention)
+        if isinstance(temporal_layers, str):
+            raise InvalidArgumentError("temporal_layers", f"must be a list of decoder stages, got {temporal_layers!r}")
+        if len(set(temporal_layers)) != len(temporal_layers):
+            raise InvalidArgumentError("temporal_layers", f"a stage is named twice in {list(temporal_layers)}")
+        self.temporal_attentions = nn.ModuleDict({
+            name: WindowedTemporalAttention(_stage_channels(block_out_channels, name), temporal_attention_heads,
+                                            temporal_window)
+            for name in temporal_layers})
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_image_vae(cls, vae: AutoencoderKL, **temporal_config) -> "VideoAutoencoderKL":
+        """A VideoVAE with `vae`'s weights (shared by copy) and fresh temporal layers that decode
+        exactly like `vae` until trained. `temporal_config`: temporal_layers,
+        temporal_attention_heads, temporal_window."""
+        unknown = set(temporal_config) - {"temporal_layers", "temporal_attention_heads", "temporal_window"}
+        if unknown:
+            raise InvalidArgumentError(sorted(unknown)[0], "not a VideoVAE setting (temporal_layers, "
+                                       "temporal_attention_heads, temporal_window)")
+        if not isinstance(vae, AutoencoderKL):
+            raise InvalidArgumentError("vae", f"expected a diffusers AutoencoderKL, got {type(vae).__name__}")
+        config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+        if isinstance(vae, VideoAutoencoderKL):
+            for key in ("temporal_layers", "temporal_attention_heads", "temporal_window"):
+                config.pop(key, None)
+        config.update(temporal_config)
+        model = cls.from_config(config)
+        state = {k: v for k, v in vae.state_dict().items() if not k.startswith("temporal_attentions.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not name.startswith("temporal_attentions.") for name in missing):
+            raise ValueError(f"from_image_vae: weights do not match (missing {missing}, unexpected {unexpected})")
+        param = next(vae.parameters())
+        model.to(param.device)
+        if param.dtype != torch.float32:
+            model.to(dtype=param.dtype)
+        return model.train(vae.training)
+
+    def temporal_parameters(self):
+        return self.temporal_attentions.parameters()
+
+    # -- decoding -------------------------------------------------------------------------------
+    def _temporal(self, name: str, sample: torch.Tensor, num_frames: int, caches: dict | None) -> torch.Tensor:
+        if name not in self.temporal_attentions:
+            return sample
+        cache = None if caches is None else caches.setdefault(name, {})
+        return self.temporal_attentions[name](sample, num_frames, cache)
+
+    def _decode_frames(self, z: torch.Tensor, num_frames: int, caches: dict | None) -> torch.Tensor:
+        """Latent frames (B * F, C, h, w), frame-major per clip -> pixels, temporal layers applied."""
+        if self.post_quant_conv is not None:
+            z = self.post_quant_conv(z)
+        decoder = self.decoder
+        sample = decoder.conv_in(z)
+        sample = self._temporal("in", sample, num_frames, caches)
+        sample = decoder.mid_block(sample, None)
+        sample = self._temporal("mid", sample, num_frames, caches)
+        for i, up_block in enumerate(decoder.up_blocks):
+            sample = up_block(sample, None)
+            sample = self._temporal(f"up{i}", sample, num_frames, caches)
+        sample = decoder.conv_act(decoder.conv_norm_out(sample))
+        return decoder.conv_out(sample)
+
+    def decode_video(self, latents: torch.Tensor, chunk_size: int | None = None, temporal: bool = True) -> torch.Tensor:
+        """Unscaled latents (B, C, F, h, w) -> frames (B, 3, F, H, W) (not clamped).
+
+        `chunk_size` frames are decoded at a time (None: the whole clip at once); with temporal
+        layers the keys/values of the last `temporal_window - 1` frames are carried between
+        chunks, so the result equals whole-clip decoding. `temporal=False`: the plain image
+        decoder, frame by frame (the same weights without the temporal layers).
+        """
+        if latents.ndim != 5:
+            raise InvalidArgumentError("latents", f"expected (B, C, F, h, w), got shape {tuple(latents.shape)}")
+        if chunk_size is not None and chunk_size < 1:
+            raise InvalidArgumentError("chunk_size", f"must be at least 1, got {chunk_size}")
+        batch, _, frames = latents.shape[:3]
+        chunk_size = chunk_size or frames
+        caches = {} if temporal else None
+        outputs = []
+        for start in range(0, frames, chunk_size):
+            chunk = latents[:, :, start:start + chunk_size]
+            count = chunk.shape[2]
+            z = rearrange(chunk, "b c f h w -> (b f) c h w")
+            if temporal:
+                out = self._decode_frames(z, count, caches)
+            else:
+                out = self._decode(z).sample
+            outputs.append(rearrange(out, "(b f) c h w -> b c f h w", b=batch))
+        return torch.cat(outputs, dim=2)
+
+
+def decode_latents_video(vae: AutoencoderKL, latents: torch.Tensor, chunk_size: int | None = 16,
+                         decoder: str = "video") -> torch.Tensor:
+    """Scaled latents (B, C, F, h, w) (as a diffusion model makes them) -> video (B, 3, F, H, W) in
+    [-1, 1], not clamped. `decoder="video"` uses the temporal decoder when `vae` is a
+    `VideoAutoencoderKL` (and the image decoder otherwise); `"image"` always decodes frame by frame."""
+    if decoder not in DECODERS:
+        raise InvalidArgumentError("decoder", f"must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    scale = vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    latents = latents.to(vae.device, vae.dtype) / scale + shift
+    if isinstance(vae, VideoAutoencoderKL):
+        return vae.decode_video(latents, chunk_size, temporal=decoder == "video")
+    frames = rearrange(latents, "b c f h w -> (b f) c h w")
+    step = chunk_size or frames.shape[0]
+    decoded = torch.cat([vae.decode(chunk).sample for chunk in frames.split(step)])
+    return rearrange(decoded, "(b f) c h w -> b c f h w", b=latents.shape[0])
+
+
+def is_video_vae(vae) -> bool:
+    return isinstance(vae, VideoAutoencoderKL)
+
+
+def receptive_frames(vae: VideoAutoencoderKL) -> int:
+    """How many past frames (itself excluded) can influence a decoded frame: layers * (window - 1)."""
+    return len(vae.temporal_attentions) * (vae.config.temporal_window - 1)
