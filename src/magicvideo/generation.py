@@ -92,7 +92,9 @@ def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing:
                    **pipe_kwargs) -> Iterator[tuple[ClipJob, np.ndarray | None]]:
     """Render and write each job's clip, yielding (job, frames) as they are done; frames is None for
     a clip skipped because its file exists (`skip_existing`). Each clip is drawn with its own CPU
-    generator seeded with `job.seed`, so a clip does not depend on the others. `pipe_kwargs` go to
+    generator seeded with `job.seed`, so a clip does not depend on the others. `pipe` is a keyframe
+    pipeline or a `MagicVideoCascadePipeline` (whose clips are written at its output frame rate).
+    `pipe_kwargs` go to
     the pipeline call (negative_prompt, num_frames, height, width, num_inference_steps,
     guidance_scale); its ValueErrors (bad settings) propagate. A file is written under a temporary
     name and renamed when complete, so an interrupted run never leaves a truncated clip behind."""
@@ -103,11 +105,15 @@ def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing:
         if skip_existing and job.path.is_file():
             yield job, None
             continue
-        generator = torch.Generator(device="cpu").manual_seed(job.seed)
-        frames = pipe(job.prompt, fps=fps, generator=generator, **pipe_kwargs).frames[0]
+        if hasattr(pipe, "keyframes"):  # the cascade: seeded per stage, may change the frame rate
+            out = pipe(job.prompt, fps=fps, seed=job.seed, **pipe_kwargs)
+            frames, out_fps = out.frames, out.fps
+        else:
+            generator = torch.Generator(device="cpu").manual_seed(job.seed)
+            frames, out_fps = pipe(job.prompt, fps=fps, generator=generator, **pipe_kwargs).frames[0], fps
         partial = job.path.with_name(f"{job.path.stem}.partial{job.path.suffix}")
         try:
-            write_video(partial, frames, fps=fps)
+            write_video(partial, frames, fps=out_fps)
             os.replace(partial, job.path)
         finally:
             partial.unlink(missing_ok=True)

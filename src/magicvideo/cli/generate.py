@@ -14,9 +14,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "generate",
         help="generate video clips from text",
-        description="Generate a clip from a text prompt (or one clip per line of --prompts-file). "
-        "Without --model, the small digits model bundled with the package is used "
-        "(prompts like \"the digit 7 moves to the right\").",
+        description="Generate a clip from a text prompt (or one clip per line of --prompts-file) with the "
+        "MagicVideo cascade: keyframes, frame interpolation (x3: 16 keyframes at 8 fps -> 46 frames at 24 fps), "
+        "VideoVAE decoding and, with --upscale 4, super-resolution. Without --model, the small digits cascade "
+        "bundled with the package is used (prompts like \"the digit 7 moves to the right\").",
     )
     p.add_argument("prompt", nargs="?", help="the text prompt (omit when using --prompts-file)")
     p.add_argument("--out", default="out.mp4", help="output file, .mp4 (H.264) or .gif (default: out.mp4)")
@@ -25,12 +26,25 @@ def register(subparsers) -> None:
     p.add_argument("--out-dir", default="outputs", help="folder for --prompts-file clips (default: outputs)")
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="clip format with --prompts-file (default: mp4)")
     add_generation_options(p)
+    stages = p.add_argument_group("cascade stages")
+    stages.add_argument("--keyframes-only", action="store_true",
+                        help="only the keyframe stage: no interpolation, no super-resolution")
+    stages.add_argument("--interpolate", type=int, metavar="K",
+                        help="interpolation factor (default: the model's, when it has an interpolation stage); "
+                        "must be the factor the interpolation model was trained for")
+    stages.add_argument("--interpolation-steps", type=int, help="denoising steps of the interpolation stage (default: --steps)")
+    stages.add_argument("--decoder", choices=("video", "image"), default="video",
+                        help="video: the VideoVAE's temporal decoder (when the model has one); image: the image "
+                        "decoder frame by frame (default: video)")
+    stages.add_argument("--upscale", type=int, metavar="S", help="super-resolution factor (the SR model's, 4)")
+    stages.add_argument("--upscale-steps", type=int, help="denoising steps of the super-resolution stage (default: its own, 4)")
+    stages.add_argument("--noise-level", type=int, help="noise augmentation of the super-resolution input (default: its own)")
     p.set_defaults(func=run, argument_flags=OPTION_NAMES)
 
 
 def add_generation_options(p) -> None:
     """The model and sampling options, shared by `generate` and `eval protocol`."""
-    p.add_argument("--model", help="a MagicVideo pipeline folder (default: the bundled digits model)")
+    p.add_argument("--model", help="a MagicVideo cascade or keyframe pipeline folder (default: the bundled digits cascade)")
     p.add_argument("--frames", type=int, help="number of keyframes (default: the model's, 16)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale; <= 1 disables it (default: 7.5)")
@@ -46,7 +60,7 @@ def add_generation_options(p) -> None:
 
 
 def pipeline_from_args(args):
-    """The pipeline of --model/--device/--dtype with --scheduler swapped in."""
+    """The keyframe pipeline of --model/--device/--dtype with --scheduler swapped in."""
     from ..loading import load_pipeline
 
     pipe = load_pipeline(args.model, args.device, args.dtype)
@@ -55,11 +69,48 @@ def pipeline_from_args(args):
     return pipe
 
 
+def cascade_from_args(args):
+    """The cascade of --model (a keyframe pipeline folder is a cascade of one stage), with the
+    stage flags checked against the stages it has."""
+    from ..loading import BUNDLED_CASCADE
+    from ..pipelines.cascade import MagicVideoCascadePipeline
+
+    cascade = MagicVideoCascadePipeline.from_pretrained(args.model or BUNDLED_CASCADE, args.device, args.dtype)
+    if args.scheduler:
+        cascade.keyframes.set_scheduler(args.scheduler)
+    return cascade
+
+
+def stage_settings(args, cascade) -> dict:
+    """The cascade call arguments of the stage flags; refuses what the cascade cannot apply."""
+    from ..errors import InvalidArgumentError
+
+    if args.keyframes_only and (args.interpolate or args.upscale):
+        raise UserError("--keyframes-only: cannot be combined with --interpolate or --upscale")
+    interpolate = not args.keyframes_only and cascade.interpolation is not None
+    if args.interpolate is not None:
+        factor = cascade.interpolation_factor
+        if factor is None:
+            raise InvalidArgumentError("interpolate", "this model has no interpolation stage")
+        if args.interpolate != factor:
+            raise InvalidArgumentError("interpolate", f"the interpolation model was trained for x{factor}, not x{args.interpolate}")
+        interpolate = True
+    if args.upscale is not None:
+        if cascade.upscale_factor is None:
+            raise InvalidArgumentError("upscale", "this model has no super-resolution stage")
+        if args.upscale != cascade.upscale_factor:
+            raise InvalidArgumentError("upscale", f"the super-resolution model upscales x{cascade.upscale_factor}, not x{args.upscale}")
+    return dict(interpolate=interpolate, interpolation_steps=args.interpolation_steps, decoder=args.decoder,
+                upscale=args.upscale is not None, upscale_steps=args.upscale_steps, noise_level=args.noise_level)
+
+
 # pipeline argument -> the CLI option that sets it (for error messages)
 OPTION_NAMES = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
                 "height": "--height", "width": "--width", "fps": "--fps", "prompt": "PROMPT",
                 "negative_prompt": "--negative", "model": "--model", "scheduler": "--scheduler", "seed": "--seed",
-                "device": "--device", "dtype": "--dtype"}
+                "device": "--device", "dtype": "--dtype", "interpolate": "--interpolate", "upscale": "--upscale",
+                "decoder": "--decoder", "num_upscale_steps": "--upscale-steps", "noise_level": "--noise-level",
+                "interpolation_steps": "--interpolation-steps"}
 
 
 def pipeline_settings(args) -> dict:
@@ -96,12 +147,13 @@ def run(args) -> int:
     else:
         raise UserError("give a PROMPT (or --prompts-file); see --help")
 
-    pipe = pipeline_from_args(args)
+    pipe = cascade_from_args(args)
+    settings = {**pipeline_settings(args), **stage_settings(args, pipe)}
     warning = pipe.fps_warning(args.fps)
     if warning:
         print(f"magicvideo generate: warning: --fps: {warning}", file=sys.stderr)
     if len(jobs) > 1:
         pipe.set_progress_bar_config(disable=True)  # one bar over the clips, not one per clip
-    for job, frames in generate_clips(pipe, jobs, fps=args.fps, **pipeline_settings(args)):
+    for job, frames in generate_clips(pipe, jobs, fps=args.fps, **settings):
         print(f"wrote {job.path} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, seed {job.seed})")
     return 0
