@@ -67,7 +67,7 @@ def add_eval_parser(subparsers, name: str) -> None:
         "displacement the training data has at that fps (24 fps: 0.75 px, 12: 1.5, 8: 2.25).",
     )
     source = e.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", type=Path, help="directory of a saved MagicVideoPipeline")
+    source.add_argument("--model", type=Path, help="a cascade or keyframe pipeline folder (e.g. src/magicvideo/weights)")
     source.add_argument("--real", action="store_true", help="score real held-out clips instead of a model (the metrics' ceiling)")
     source.add_argument("--videos", type=Path, help="score existing videos instead: a directory with captions.csv (path,caption,fps), "
                         "e.g. from `digits data` or saved generations; every video is scored whole at its fps")
@@ -80,6 +80,11 @@ def add_eval_parser(subparsers, name: str) -> None:
     e.add_argument("--batch-size", type=int, default=8, help="clips generated at once (default: 8)")
     e.add_argument("--classifier", type=Path, help="classifier directory (default: the shipped one)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    e.add_argument("--keyframes-only", action="store_true", help="with a cascade --model: score its keyframes only "
+                   "(default: the cascade's default stages, e.g. interpolation and the VideoVAE)")
+    e.add_argument("--decoder", choices=("video", "image"), default="video",
+                   help="decoder of a cascade's latents (default: video, the VideoVAE when there is one)")
+    e.add_argument("--upscale", action="store_true", help="with a cascade --model: add its super-resolution stage")
     e.set_defaults(func=run_eval)
 
 
@@ -117,6 +122,8 @@ def run_train_classifier(args) -> int:
 def run_eval(args) -> int:
     from magicvideo.digits.classifier import load_classifier
     from magicvideo.digits.evaluate import (
+        cascade_generator,
+        coherence_references,
         evaluate_generator,
         evaluation_jobs,
         format_table,
@@ -151,10 +158,22 @@ def run_eval(args) -> int:
         if args.real:
             generate = real_clip_generator()
         else:
-            from magicvideo.loading import load_pipeline
+            from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
 
-            generate = pipeline_generator(load_pipeline(args.model, progress_bar=False), args.steps, args.guidance)
+            cascade = MagicVideoCascadePipeline.from_pretrained(args.model, progress_bar=False)
+            stages = dict(interpolate=not args.keyframes_only and cascade.interpolation is not None,
+                          decoder=args.decoder, upscale=args.upscale)
+            cascade.check_stages(**stages)
+            if stages["interpolate"] or stages["upscale"]:
+                generate = cascade_generator(cascade, args.steps, args.guidance, **stages)
+            else:  # keyframes only: batched
+                generate = pipeline_generator(cascade.keyframes, args.steps, args.guidance, args.decoder)
         metrics = evaluate_generator(generate, jobs, batch_size=args.batch_size, classifier=classifier)
+        if not args.real:
+            metrics["stages"] = {k: v for k, v in stages.items()}
+        metrics["references"] = coherence_references(
+            jobs, None if args.real else cascade.keyframes.vae,
+            ("image", "video") if not args.real and cascade.has_video_decoder else ("image",))
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
     return 0
 

@@ -161,8 +161,9 @@ def evaluate_clips(
 
 
 
-Generator = Callable[[list[str], float, int], np.ndarray]
-"""generate(prompts, fps, seed) -> clips (B, F, H, W, C) in [0, 1] or uint8."""
+Generator = Callable[[list[str], float, int], np.ndarray | tuple[np.ndarray, float]]
+"""generate(prompts, fps, seed) -> clips (B, F, H, W, C) in [0, 1] or uint8, or (clips, their frame
+rate) when it differs from the requested one (a cascade that interpolates)."""
 
 
 def evaluation_jobs(
@@ -208,22 +209,53 @@ def evaluate_generator(
     for i, job in enumerate(jobs):
         groups.setdefault((job["fps"], job["seed"]), []).append(i)
     clips: list[np.ndarray | None] = [None] * len(jobs)
+    clip_fps = [job["fps"] for job in jobs]
     bar = tqdm(total=len(jobs), desc="generating", disable=not progress)
     for (fps, seed), members in groups.items():
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
-            out = np.asarray(generate([jobs[i]["prompt"] for i in chunk], fps, seed * 100003 + start))
-            for i, clip in zip(chunk, out):
-                clips[i] = clip
+            out = generate([jobs[i]["prompt"] for i in chunk], fps, seed * 100003 + start)
+            out, out_fps = out if isinstance(out, tuple) else (out, fps)
+            for i, clip in zip(chunk, np.asarray(out)):
+                clips[i], clip_fps[i] = clip, out_fps
             bar.update(len(chunk))
     bar.close()
     return evaluate_clips(
         np.stack(clips),
         [j["digit"] for j in jobs],
         [j["direction"] for j in jobs],
-        [j["fps"] for j in jobs],
+        clip_fps,
         classifier=classifier,
     )
+
+
+def coherence_references(jobs: list[dict], vae=None, decoders=("image",), batch_size: int = 8) -> dict:
+    """The coherence of real held-out clips for the same jobs (the ceiling) and of their round trip
+    through `vae` with each of `decoders` (what the decoder allows), overall and per fps."""
+    import torch
+
+    from ..models.video_vae import decode_latents_video
+    from ..vae import encode_video
+
+    real = real_clip_generator()
+
+    def round_trip(decoder):
+        def generate(prompts, fps, seed):
+            clips = torch.as_tensor(real(prompts, fps, seed)).float() / 255.0
+            video = clips.permute(0, 4, 1, 2, 3) * 2 - 1  # (B, 3, F, H, W)
+            with torch.no_grad():
+                out = decode_latents_video(vae, encode_video(vae, video), 16, decoder=decoder)
+            return ((out.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).cpu().numpy()
+        return generate
+
+    sources = {"real": real} | ({} if vae is None else {f"vae_round_trip_{d}": round_trip(d) for d in decoders})
+    keys = ("coherence_first_last", "coherence_consecutive")
+    out = {}
+    for name, generate in sources.items():
+        metrics = evaluate_generator(generate, jobs, batch_size, progress=False)
+        out[name] = {k: metrics[k] for k in keys} | {
+            "per_fps": {f: {k: v[k] for k in keys} for f, v in metrics["per_fps"].items()}}
+    return out
 
 
 def format_table(metrics: dict) -> str:
@@ -240,6 +272,9 @@ def format_table(metrics: dict) -> str:
     lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(t, widths)) for t in text]
     lines.append(f"displacement correlation (measured vs expected): {metrics['displacement_correlation']:.3f}")
+    for name, ref in metrics.get("references", {}).items():
+        lines.append(f"coherence of {name.replace('_', ' ')} (same jobs): first-last {ref['coherence_first_last']:.3f}, "
+                     f"consecutive {ref['coherence_consecutive']:.3f}")
     return "\n".join(lines)
 
 
@@ -260,7 +295,20 @@ def real_clip_generator(split: str = "test", num_frames: int = 16) -> Generator:
     return generate
 
 
-def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float = 7.5) -> Generator:
+def cascade_generator(cascade, num_inference_steps: int = 25, guidance_scale: float = 7.5, **stages) -> Generator:
+    """A :data:`Generator` from a :class:`MagicVideoCascadePipeline` (one clip at a time, seed + i);
+    `stages` go to its call (interpolate, decoder, upscale, ...). Returns (clips, output fps)."""
+
+    def generate(prompts: list[str], fps: float, seed: int):
+        outs = [cascade(p, fps=fps, seed=seed + i, num_inference_steps=num_inference_steps,
+                        guidance_scale=guidance_scale, **stages) for i, p in enumerate(prompts)]
+        return np.stack([o.frames for o in outs]), outs[0].fps
+
+    return generate
+
+
+def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float = 7.5,
+                       decoder: str = "video") -> Generator:
     """A :data:`Generator` from a :class:`magicvideo.MagicVideoPipeline`: clips of 16 frames,
     or of the model's frame count if it makes fewer."""
     import torch
@@ -276,6 +324,7 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
             guidance_scale=guidance_scale,
             generator=torch.Generator().manual_seed(seed),
             output_type="np",
+            decoder=decoder,
         )
         return out.frames
 

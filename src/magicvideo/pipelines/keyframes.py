@@ -18,7 +18,7 @@ from ..errors import InvalidArgumentError
 from ..models.unet_3d import MagicVideoUNet3D
 from ..sampling import SCHEDULERS, denoise
 from ..text import encode_prompts, is_packaged_text_encoder, load_packaged_text_encoder
-from ..vae import decode_video
+from ..models.video_vae import decode_latents_video
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
@@ -172,9 +172,10 @@ class MagicVideoPipeline(DiffusionPipeline):
             raise InvalidArgumentError("latents", f"expected shape {shape}, got {tuple(latents.shape)}")
         return latents.to(device, dtype) * self.scheduler.init_noise_sigma
 
-    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 16) -> torch.Tensor:
-        """Latents (B, C, F, h, w) -> video (B, 3, F, H, W) in [-1, 1], decoded frame by frame."""
-        return decode_video(self.vae, latents, chunk_size)
+    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 16, decoder: str = "video") -> torch.Tensor:
+        """Latents (B, C, F, h, w) -> video (B, 3, F, H, W) in [-1, 1]: with the VideoVAE's temporal
+        decoder when the VAE is a `VideoAutoencoderKL` and `decoder` is "video", else frame by frame."""
+        return decode_latents_video(self.vae, latents, chunk_size, decoder=decoder)
 
     @torch.no_grad()
     def __call__(
@@ -194,6 +195,7 @@ class MagicVideoPipeline(DiffusionPipeline):
         negative_prompt_embeds: torch.Tensor | None = None,
         output_type: str = "np",
         decode_chunk_size: int = 16,
+        decoder: str = "video",
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
@@ -242,6 +244,6 @@ class MagicVideoPipeline(DiffusionPipeline):
         if output_type == "latent":
             frames = latents
         else:
-            frames = self.video_processor.postprocess_video(self.decode_latents(latents, decode_chunk_size), output_type)
+            frames = self.video_processor.postprocess_video(self.decode_latents(latents, decode_chunk_size, decoder), output_type)
         self.maybe_free_model_hooks()
         return MagicVideoPipelineOutput(frames=frames) if return_dict else (frames,)
