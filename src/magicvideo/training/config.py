@@ -67,6 +67,26 @@ class VAEConfig:
 
 
 @dataclass
+class SuperResolutionConfig:
+    """The super-resolution stage (`task: super_resolution`): model size and training data."""
+
+    init: str | None = None  # a SuperResolutionUNet (or upscale pipeline) folder to fine-tune
+    scale: int = 4  # upscaling factor
+    pixel_shuffle: int = 4  # the U-Net runs on the input folded by this factor (pixel_unshuffle)
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
+    layers_per_block: int = 1
+    norm_num_groups: int = 16
+    residual_scale: float = 2.0  # diffusion variable: (hr - bicubic(lr)) * residual_scale
+    split: str = "train"  # digits split the high-resolution patches are rendered from
+    patch_size: int = 128  # high-resolution training patch (multiple of scale * pixel_shuffle * 2^(levels-1))
+    two_digit_prob: float = 0.2  # fraction of patches with a second digit
+    max_noise_level: int = 250  # noise augmentation of the low-resolution input: level ~ U[0, max]
+    clean_prob: float = 0.2  # fraction of samples with no augmentation (level 0)
+    sample_steps: int = 4  # validation samples: DDIM steps and noise level
+    sample_noise_level: int = 20
+
+
+@dataclass
 class TrainConfig:
     seed: int = 0
     batch_size: int = 1  # clips per process per micro-batch
@@ -108,9 +128,10 @@ class OutputConfig:
 
 @dataclass
 class Config:
-    task: str = "diffusion"  # diffusion (3D U-Net) or vae (AutoencoderKL, same as `magicvideo train-vae`)
+    task: str = "diffusion"  # diffusion (3D U-Net), vae (AutoencoderKL, same as `magicvideo train-vae`) or super_resolution
     model: ModelConfig = field(default_factory=ModelConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
+    sr: SuperResolutionConfig = field(default_factory=SuperResolutionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -120,7 +141,8 @@ class Config:
 
 
 CHOICES = {
-    "task": ("diffusion", "vae"),
+    "task": ("diffusion", "vae", "super_resolution"),
+    "sr.split": ("train", "test"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.prediction_type": ("epsilon", "v_prediction"),
     "vae.reconstruction_loss": ("l1", "mse"),
@@ -131,7 +153,10 @@ MINIMUM = {
     **dict.fromkeys(("model.text_max_length", "train.batch_size", "train.gradient_accumulation_steps",
                      "train.max_steps", "data.num_frames", "data.resolution", "data.min_stride", "data.max_stride",
                      "data.cache_shard_size", "output.keep_checkpoints", "output.log_every", "output.sample_steps",
-                     "vae.layers_per_block", "vae.latent_channels", "vae.scaling_samples"), 1),
+                     "vae.layers_per_block", "vae.latent_channels", "vae.scaling_samples",
+                     "sr.scale", "sr.pixel_shuffle", "sr.layers_per_block", "sr.norm_num_groups", "sr.patch_size",
+                     "sr.sample_steps"), 1),
+    **dict.fromkeys(("sr.max_noise_level", "sr.sample_noise_level"), 0),
     **dict.fromkeys(("train.warmup_steps", "data.num_workers", "output.checkpoint_every", "output.sample_every"), 0),
 }
 
