@@ -138,10 +138,11 @@ def main() -> None:
         }
 
     # static clips: one held-out frame repeated, shared vs independent noise
-    static_hr, static_lr, _ = test_frames(1, seed=args.seed + 1, num_clips=args.static_clips)
-    static_lr = np.repeat(np.round(static_lr * 255) / 255, 8, axis=1).astype(np.float32)
-    results["static_flicker_x255"] = {name: static_flicker(run_sr(static_lr, shared)) for name, shared in modes}
-    results["static_flicker_x255"]["bicubic"] = 0.0
+    if args.static_clips:
+        _, static_lr, _ = test_frames(1, seed=args.seed + 1, num_clips=args.static_clips)
+        static_lr = np.repeat(np.round(static_lr * 255) / 255, 8, axis=1).astype(np.float32)
+        results["static_flicker_x255"] = {name: static_flicker(run_sr(static_lr, shared)) for name, shared in modes}
+        results["static_flicker_x255"]["bicubic"] = 0.0
 
     print(json.dumps(results, indent=2))
     header = f"{'method':16s} {'PSNR':>7s} {'SSIM':>7s} {'digit acc':>9s} {'consist.':>8s} {'err-flicker':>11s}"
