@@ -6,13 +6,15 @@ from .config import Config, ConfigError, load_config
 
 
 def train(config: Config, resume: bool = False):
-    """Run the task a config names (`diffusion` or `vae`); returns the `final/` folder."""
+    """Run the task a config names (`diffusion`, `vae`, `video_vae`, `super_resolution`, `interpolation`); returns the `final/` folder."""
     from .trainer import Trainer
 
     if config.task == "vae":
         from .vae_task import VAETask as task
     elif config.task == "video_vae":
         from .video_vae_task import VideoVAETask as task
+    elif config.task == "super_resolution":
+        from .super_resolution_task import SuperResolutionTask as task
     else:
         from .diffusion import DiffusionTask as task
     return Trainer(config, task, resume=resume).run()

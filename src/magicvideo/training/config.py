@@ -86,6 +86,26 @@ class VideoVAEConfig:
 
 
 @dataclass
+class SuperResolutionConfig:
+    """The super-resolution stage (`task: super_resolution`): model size and training data."""
+
+    init: str | None = None  # a SuperResolutionUNet (or upscale pipeline) folder to fine-tune
+    scale: int = 4  # upscaling factor
+    pixel_shuffle: int = 4  # the U-Net runs on the input folded by this factor (pixel_unshuffle)
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
+    layers_per_block: int = 1
+    norm_num_groups: int = 16
+    residual_scale: float = 2.0  # diffusion variable: (hr - bicubic(lr)) * residual_scale
+    split: str = "train"  # digits split the high-resolution patches are rendered from
+    patch_size: int = 128  # high-resolution training patch (multiple of scale * pixel_shuffle * 2^(levels-1))
+    two_digit_prob: float = 0.2  # fraction of patches with a second digit
+    max_noise_level: int = 250  # noise augmentation of the low-resolution input: level ~ U[0, max]
+    clean_prob: float = 0.2  # fraction of samples with no augmentation (level 0)
+    sample_steps: int = 4  # validation samples: DDIM steps and noise level
+    sample_noise_level: int = 20
+
+
+@dataclass
 class TrainConfig:
     seed: int = 0
     batch_size: int = 1  # clips per process per micro-batch
@@ -127,10 +147,11 @@ class OutputConfig:
 
 @dataclass
 class Config:
-    task: str = "diffusion"  # diffusion (3D U-Net), vae (AutoencoderKL, same as `magicvideo train-vae`) or video_vae
+    task: str = "diffusion"  # diffusion (3D U-Net), vae (AutoencoderKL, same as `magicvideo train-vae`), video_vae, super_resolution, interpolation
     model: ModelConfig = field(default_factory=ModelConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     video_vae: VideoVAEConfig = field(default_factory=VideoVAEConfig)
+    sr: SuperResolutionConfig = field(default_factory=SuperResolutionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -140,8 +161,9 @@ class Config:
 
 
 CHOICES = {
-    "task": ("diffusion", "vae", "video_vae"),
+    "task": ("diffusion", "vae", "video_vae", "super_resolution"),
     "video_vae.reconstruction_loss": ("l1", "mse"),
+    "sr.split": ("train", "test"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.prediction_type": ("epsilon", "v_prediction"),
     "vae.reconstruction_loss": ("l1", "mse"),
@@ -153,9 +175,12 @@ MINIMUM = {
                      "train.max_steps", "data.num_frames", "data.resolution", "data.min_stride", "data.max_stride",
                      "data.cache_shard_size", "output.keep_checkpoints", "output.log_every", "output.sample_steps",
                      "vae.layers_per_block", "vae.latent_channels", "vae.scaling_samples",
-                     "video_vae.temporal_attention_heads", "video_vae.temporal_window"), 1),
+                     "video_vae.temporal_attention_heads", "video_vae.temporal_window",
+                     "sr.scale", "sr.pixel_shuffle", "sr.layers_per_block", "sr.norm_num_groups", "sr.patch_size",
+                     "sr.sample_steps"), 1),
     **dict.fromkeys(("video_vae.difference_weight", "video_vae.generated_fraction", "video_vae.generated_min_timestep",
                      "video_vae.generated_max_timestep", "video_vae.sample_clips"), 0),
+    **dict.fromkeys(("sr.max_noise_level", "sr.sample_noise_level"), 0),
     **dict.fromkeys(("train.warmup_steps", "data.num_workers", "output.checkpoint_every", "output.sample_every"), 0),
 }
 
