@@ -107,10 +107,18 @@ class OutputConfig:
 
 
 @dataclass
+class InterpolationConfig:
+    # task: interpolation (docs/interpolation.md). Each training clip is data.num_frames consecutive
+    # frames (data.min_stride = max_stride = 1); every keyframe_stride-th frame is a keyframe.
+    keyframe_stride: int = 3  # the interpolation factor k: 8 fps keyframes -> 24 fps video
+
+
+@dataclass
 class Config:
-    task: str = "diffusion"  # diffusion (3D U-Net) or vae (AutoencoderKL, same as `magicvideo train-vae`)
+    task: str = "diffusion"  # diffusion (3D U-Net), vae (AutoencoderKL, `magicvideo train-vae`) or interpolation
     model: ModelConfig = field(default_factory=ModelConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
+    interpolation: InterpolationConfig = field(default_factory=InterpolationConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -120,7 +128,7 @@ class Config:
 
 
 CHOICES = {
-    "task": ("diffusion", "vae"),
+    "task": ("diffusion", "vae", "interpolation"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.prediction_type": ("epsilon", "v_prediction"),
     "vae.reconstruction_loss": ("l1", "mse"),
@@ -132,6 +140,7 @@ MINIMUM = {
                      "train.max_steps", "data.num_frames", "data.resolution", "data.min_stride", "data.max_stride",
                      "data.cache_shard_size", "output.keep_checkpoints", "output.log_every", "output.sample_steps",
                      "vae.layers_per_block", "vae.latent_channels", "vae.scaling_samples"), 1),
+    "interpolation.keyframe_stride": 2,
     **dict.fromkeys(("train.warmup_steps", "data.num_workers", "output.checkpoint_every", "output.sample_every"), 0),
 }
 
