@@ -15,6 +15,8 @@ def train(config: Config, resume: bool = False):
         from .video_vae_task import VideoVAETask as task
     elif config.task == "super_resolution":
         from .super_resolution_task import SuperResolutionTask as task
+    elif config.task == "interpolation":
+        from .interpolation_task import InterpolationTask as task
     else:
         from .diffusion import DiffusionTask as task
     return Trainer(config, task, resume=resume).run()

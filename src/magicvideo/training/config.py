@@ -146,12 +146,20 @@ class OutputConfig:
 
 
 @dataclass
+class InterpolationConfig:
+    # task: interpolation (docs/interpolation.md). Each training clip is data.num_frames consecutive
+    # frames (data.min_stride = max_stride = 1); every keyframe_stride-th frame is a keyframe.
+    keyframe_stride: int = 3  # the interpolation factor k: 8 fps keyframes -> 24 fps video
+
+
+@dataclass
 class Config:
     task: str = "diffusion"  # diffusion (3D U-Net), vae (AutoencoderKL, same as `magicvideo train-vae`), video_vae, super_resolution, interpolation
     model: ModelConfig = field(default_factory=ModelConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     video_vae: VideoVAEConfig = field(default_factory=VideoVAEConfig)
     sr: SuperResolutionConfig = field(default_factory=SuperResolutionConfig)
+    interpolation: InterpolationConfig = field(default_factory=InterpolationConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -161,7 +169,7 @@ class Config:
 
 
 CHOICES = {
-    "task": ("diffusion", "vae", "video_vae", "super_resolution"),
+    "task": ("diffusion", "vae", "video_vae", "super_resolution", "interpolation"),
     "video_vae.reconstruction_loss": ("l1", "mse"),
     "sr.split": ("train", "test"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
@@ -181,6 +189,7 @@ MINIMUM = {
     **dict.fromkeys(("video_vae.difference_weight", "video_vae.generated_fraction", "video_vae.generated_min_timestep",
                      "video_vae.generated_max_timestep", "video_vae.sample_clips"), 0),
     **dict.fromkeys(("sr.max_noise_level", "sr.sample_noise_level"), 0),
+    "interpolation.keyframe_stride": 2,
     **dict.fromkeys(("train.warmup_steps", "data.num_workers", "output.checkpoint_every", "output.sample_every"), 0),
 }
 

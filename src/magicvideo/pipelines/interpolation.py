@@ -1,0 +1,277 @@
+"""MagicVideoInterpolationPipeline, cascade stage 2: keyframes -> k times the frame rate.
+
+Keyframe latents (or a video, encoded by the VAE frame by frame) are laid out on windows of the
+interpolation U-Net (`models/interpolation.py`): keyframes at 0, k, 2k, ..., held fixed by the
+shared sampling loop (`sampling.KnownFrames`: returned bit-identical), the k - 1 frames between
+consecutive keyframes denoised with both neighbours in their conditioning channels. Consecutive
+windows share their boundary keyframe; all windows of a call are denoised as one batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..errors import InvalidArgumentError
+from ..models.interpolation import (is_interpolation_unet, keyframes_per_window, output_length, plan_windows,
+                                    window_layout)
+from ..models.unet_3d import MagicVideoUNet3D
+from ..sampling import KnownFrames, denoise
+from ..vae import encode_video
+from .keyframes import OUTPUT_TYPES, MagicVideoPipeline, MagicVideoPipelineOutput, _finite_number
+
+
+def video_to_tensor(video) -> torch.Tensor:
+    """A clip as (B, 3, F, H, W) floats in [-1, 1]. Accepts numpy / torch (F, H, W, 3) or
+    (B, F, H, W, 3), uint8 or floats in [0, 1], a torch (B, 3, F, H, W) tensor in [-1, 1], or a
+    list of PIL images (one clip)."""
+    if isinstance(video, list) and video and hasattr(video[0], "convert"):
+        video = np.stack([np.asarray(image.convert("RGB")) for image in video])
+    if isinstance(video, torch.Tensor) and video.ndim == 5 and video.shape[1] == 3 and video.shape[-1] != 3:
+        return video.float()
+    array = video.detach().cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
+    if array.ndim == 4:
+        array = array[None]
+    if array.ndim != 5 or array.shape[-1] != 3:
+        raise InvalidArgumentError("video", f"expected frames (F, H, W, 3) or (B, F, H, W, 3), got shape {array.shape}")
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    tensor = tensor.float() / 255.0 if array.dtype == np.uint8 else tensor.float()
+    return tensor.permute(0, 4, 1, 2, 3) * 2.0 - 1.0
+
+
+class MagicVideoInterpolationPipeline(MagicVideoPipeline):
+    """Frame interpolation with MagicVideo's stage-2 model.
+
+    Components: as `MagicVideoPipeline` (`unet` is an interpolation U-Net, see
+    `models/interpolation.py`), plus `keyframe_stride`, the factor k the model was trained for
+    (saved in `model_index.json`)."""
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(self, unet: MagicVideoUNet3D, vae, text_encoder, tokenizer, scheduler, keyframe_stride: int = 3):
+        if unet is not None and not is_interpolation_unet(unet):
+            raise InvalidArgumentError(
+                "model", f"the U-Net takes {unet.config.in_channels} input channels: a keyframe model, not an "
+                "interpolation model (use MagicVideoPipeline, or convert it with from_keyframe_model and train it)")
+        super().__init__(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        self.register_to_config(keyframe_stride=keyframe_stride)
+
+    @property
+    def keyframe_stride(self) -> int:
+        return self.config.keyframe_stride
+
+    def check_interpolation_inputs(self, num_keyframes: int, factor, num_inference_steps, guidance_scale, fps,
+                                   argument: str, callback_on_step_end_tensor_inputs=None) -> None:
+        if num_keyframes < 2:
+            raise InvalidArgumentError(argument, f"needs at least 2 frames to interpolate between, got {num_keyframes}")
+        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
+            raise InvalidArgumentError("factor", f"must be an integer >= 2, got {factor!r}")
+        if factor != self.keyframe_stride:
+            raise InvalidArgumentError("factor", f"this model was trained to interpolate by {self.keyframe_stride} "
+                                       f"(keyframe stride), got {factor}")
+        if keyframes_per_window(self.unet.config.num_frames, factor) < 2:
+            raise InvalidArgumentError("factor", f"a {self.unet.config.num_frames}-frame model cannot hold two "
+                                       f"keyframes {factor} frames apart")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise InvalidArgumentError("num_inference_steps", f"must be an integer >= 1, got {num_inference_steps}")
+        _finite_number("guidance_scale", guidance_scale, 0)
+        _finite_number("fps", fps, 0, exclusive=True)
+        unknown = set(callback_on_step_end_tensor_inputs or ()) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise InvalidArgumentError("callback_on_step_end_tensor_inputs",
+                                       f"{sorted(unknown)} not among {self._callback_tensor_inputs}")
+
+    def encode_keyframes(self, video: torch.Tensor, chunk_size: int = 16) -> torch.Tensor:
+        """Video (B, 3, K, H, W) in [-1, 1] -> scaled latents (B, C, K, h, w) (posterior mode)."""
+        factor = self.spatial_factor
+        height, width = video.shape[-2:]
+        if height % factor or width % factor:
+            raise InvalidArgumentError("video", f"frame size {width}x{height} must be a multiple of {factor} "
+                                       "(VAE x U-Net downsampling)")
+        return encode_video(self.vae, video.to(self._execution_device, self.vae.dtype), chunk_size)
+
+    def window_batch(self, keyframe_latents: torch.Tensor, factor: int):
+        """The windows of a call as one batch: (known latents, keyframe mask (1, 1, n, 1, 1),
+        conditioning, windows); clips first, then windows: index b * W + w."""
+        windows = plan_windows(keyframe_latents.shape[2], factor, self.unet.config.num_frames)
+        per_window = keyframes_per_window(self.unet.config.num_frames, factor)
+        frames = (per_window - 1) * factor + 1
+        known, cond = [], []
+        for clip in keyframe_latents:
+            for window in windows:
+                part = clip[None, :, window.first : window.last + 1]
+                if window.keyframes < per_window:  # pad with the last keyframe: causal attention keeps the
+                    part = torch.cat([part] + [part[:, :, -1:]] * (per_window - window.keyframes), dim=2)
+                k, mask, c = window_layout(part, factor, frames)
+                known.append(k)
+                cond.append(c)
+        return torch.cat(known), mask.view(1, 1, -1, 1, 1), torch.cat(cond), windows
+
+    @staticmethod
+    def stitch(window_latents: torch.Tensor, windows, factor: int, batch: int) -> torch.Tensor:
+        """Window latents (B * W, C, n, h, w) -> the clip (B, C, (K - 1) * k + 1, h, w)."""
+        per_clip = window_latents.view(batch, len(windows), *window_latents.shape[1:])
+        parts = []
+        for i, window in enumerate(windows):
+            start = 0 if i == 0 else 1  # the boundary keyframe is the previous window's last frame
+            parts.append(per_clip[:, i, :, start : (window.keyframes - 1) * factor + 1])
+        return torch.cat(parts, dim=2)
+
+    def denoise_windows(self, keyframe_latents, factor, context, fps_input, num_inference_steps, guidance_scale,
+                        generator, callback_on_step_end=None, callback_on_step_end_tensor_inputs=("latents",),
+                        prompt_embeds=None, negative_prompt_embeds=None):
+        """Denoise every window of `keyframe_latents` (B, C, K, h, w); returns (window latents
+        (B * W, C, n, h, w), windows). `context` / `fps_input` are per window batch entry."""
+        known, mask, conditioning, windows = self.window_batch(keyframe_latents, factor)
+        dtype = self.unet.dtype
+        known, conditioning = known.to(dtype), conditioning.to(dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=known.device)
+        latents = randn_tensor(known.shape, generator=generator, device=known.device, dtype=dtype)
+        latents = latents * self.scheduler.init_noise_sigma
+
+        def model(x, t):
+            return self.unet(x, t, context, fps=fps_input).sample
+
+        def on_step_end(i, t, latents):
+            if callback_on_step_end is None:
+                return latents, self.interrupt
+            tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+            out = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}) or {}
+            return out.get("latents", latents), self.interrupt
+
+        latents = denoise(model, self.scheduler, latents, guidance_scale=guidance_scale, conditioning=conditioning,
+                          known=KnownFrames(known, mask), generator=generator, on_step_end=on_step_end,
+                          progress=self.progress_bar)
+        return latents, windows
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        video=None,
+        keyframe_latents: torch.Tensor | None = None,
+        factor: int | None = None,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        fps: float = 8,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "np",
+        keep_input_frames: bool = True,
+        decode_chunk_size: int = 16,
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ) -> MagicVideoPipelineOutput | tuple:
+        """Interpolate K keyframes to (K - 1) * factor + 1 frames.
+
+        Give either `keyframe_latents` (B, C, K, h, w), scaled as the keyframe pipeline's
+        `output_type="latent"` returns them (the cascade's path: the returned latents hold them
+        bit-identical at frames 0, k, 2k, ...), or `video` (see `video_to_tensor`), encoded here; with
+        `keep_input_frames` the input frames are put back at the keyframe positions of the output.
+        `fps`: the keyframes' frame rate; the model is conditioned on, and the output runs at,
+        fps * factor. `factor` defaults to the model's `keyframe_stride`. `prompt` (optional: the
+        empty prompt by default) and `guidance_scale` (> 1 enables classifier-free guidance) as in
+        the keyframe pipeline."""
+        if (video is None) == (keyframe_latents is None):
+            raise InvalidArgumentError("video", "give either a video or keyframe_latents (exactly one)")
+        if output_type not in OUTPUT_TYPES:
+            raise InvalidArgumentError("output_type", f"must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        factor = self.keyframe_stride if factor is None else factor
+        pixels = None
+        if video is not None:
+            pixels = video_to_tensor(video)
+            argument, num_keyframes = "video", pixels.shape[2]
+        else:
+            if not isinstance(keyframe_latents, torch.Tensor) or keyframe_latents.ndim != 5:
+                raise InvalidArgumentError("keyframe_latents", "expected a (B, C, K, h, w) tensor")
+            if keyframe_latents.shape[1] != self.unet.config.out_channels:
+                raise InvalidArgumentError("keyframe_latents", f"expected {self.unet.config.out_channels} channels, "
+                                           f"got {keyframe_latents.shape[1]}")
+            argument, num_keyframes = "keyframe_latents", keyframe_latents.shape[2]
+        self.check_interpolation_inputs(num_keyframes, factor, num_inference_steps, guidance_scale, fps, argument,
+                                        callback_on_step_end_tensor_inputs)
+        self._interrupt = False
+        device = self._execution_device
+        if pixels is not None:
+            keyframe_latents = self.encode_keyframes(pixels, decode_chunk_size)
+        keyframe_latents = keyframe_latents.to(device)
+        batch = keyframe_latents.shape[0]
+
+        cfg = guidance_scale > 1.0
+        if prompt is None and prompt_embeds is None:
+            prompt = ""
+        if isinstance(prompt, str):
+            prompt = [prompt] * batch
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(prompt, device, 1, cfg, negative_prompt,
+                                                                   prompt_embeds, negative_prompt_embeds)
+        if len(prompt_embeds) != batch:
+            raise InvalidArgumentError("prompt", f"{len(prompt_embeds)} prompts for {batch} clips")
+        windows = plan_windows(num_keyframes, factor, self.unet.config.num_frames)
+        per_window = lambda e: e.repeat_interleave(len(windows), dim=0)  # noqa: E731
+        context = per_window(prompt_embeds)
+        if cfg:
+            context = torch.cat([per_window(negative_prompt_embeds), context])
+        context = context.to(self.unet.dtype)
+        fps_input = torch.full((len(context),), float(fps) * factor, device=device)
+
+        window_latents, windows = self.denoise_windows(
+            keyframe_latents.to(self.unet.dtype), factor, context, fps_input, num_inference_steps, guidance_scale,
+            generator, callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds, negative_prompt_embeds)
+        latents = self.stitch(window_latents, windows, factor, batch)
+        assert latents.shape[2] == output_length(num_keyframes, factor)
+
+        if output_type == "latent":
+            frames = latents
+        else:
+            decoded = self.decode_latents(latents, decode_chunk_size)
+            if pixels is not None and keep_input_frames:
+                decoded[:, :, ::factor] = pixels.to(decoded)
+            frames = self.video_processor.postprocess_video(decoded, output_type)
+        self.maybe_free_model_hooks()
+        return MagicVideoPipelineOutput(frames=frames) if return_dict else (frames,)
+
+
+# The digits interpolation model trained by us (configs/digits-interpolation.yaml), shipped in the package.
+BUNDLED_INTERPOLATION_MODEL = Path(__file__).resolve().parent.parent / "weights" / "digits-interpolation"
+KIND = "MagicVideoInterpolationPipeline"
+
+
+def load_interpolation_pipeline(model: str | Path | None = None, device: str | None = None, dtype: str | None = None,
+                                progress_bar: bool = True) -> MagicVideoInterpolationPipeline:
+    """The interpolation pipeline saved in `model` (default: the bundled digits interpolation model)
+    on `device` in `dtype`, as `loading.load_pipeline` does for keyframe pipelines. A folder of
+    another kind (e.g. a keyframe pipeline) raises `InvalidArgumentError("model", ...)`."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from ..loading import DTYPES, pipeline_folder
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    if model is None and not (BUNDLED_INTERPOLATION_MODEL / "model_index.json").is_file():
+        raise InvalidArgumentError("model", f"the bundled interpolation model is missing from this installation "
+                                   f"({BUNDLED_INTERPOLATION_MODEL}); pass a pipeline folder")
+    path = pipeline_folder(model or BUNDLED_INTERPOLATION_MODEL, KIND)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        raise InvalidArgumentError("device", f"{device!r} is not a torch device: {err}") from err
+    dtype = dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    if dtype not in DTYPES:
+        raise InvalidArgumentError("dtype", f"must be one of {sorted(DTYPES)}, got {dtype!r}")
+    try:
+        pipe = MagicVideoInterpolationPipeline.from_pretrained(path, dtype=getattr(torch, DTYPES[dtype]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        if isinstance(err, InvalidArgumentError):
+            raise
+        raise InvalidArgumentError("model", f"cannot load an interpolation pipeline from {path}: {err}") from err
+    pipe.set_progress_bar_config(leave=False, disable=not progress_bar)
+    return pipe.to(device)
