@@ -52,12 +52,14 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, unet: MagicVideoUNet3D, vae, text_encoder, tokenizer, scheduler, keyframe_stride: int = 3):
+    def __init__(self, unet: MagicVideoUNet3D, vae, text_encoder, tokenizer, scheduler, keyframe_stride: int = 3,
+                 fps_range: list[float] | None = None):
         if unet is not None and not is_interpolation_unet(unet):
             raise InvalidArgumentError(
                 "model", f"the U-Net takes {unet.config.in_channels} input channels: a keyframe model, not an "
                 "interpolation model (use MagicVideoPipeline, or convert it with from_keyframe_model and train it)")
-        super().__init__(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        super().__init__(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+                         fps_range=fps_range)
         self.register_to_config(keyframe_stride=keyframe_stride)
 
     @property
