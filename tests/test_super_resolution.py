@@ -215,7 +215,7 @@ def test_hires_digits_downsample_to_the_moving_mnist_frames():
 
     rng = random.Random(0)
     for _ in range(5):
-        spec = data.sample_clip(rng, "test", span=10, canonical=True)
+        spec = data.sample_digit_clip(rng, "test", span=10, canonical=True)
         native = data.render(spec, [0.0, 10.0])
         hr = hires.render_hr(spec.sprites, [0.0, 10.0])
         assert hr.shape == (2, 256, 256) and hr.min() >= 0 and hr.max() <= 1

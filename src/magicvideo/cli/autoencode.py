@@ -34,10 +34,8 @@ def register(subparsers) -> None:
 def vae_folder(model: str | None) -> Path:
     """The VAE folder of `--model` (a pipeline folder or a VAE folder); UserError if it holds no VAE."""
     if model is None:
-        try:
-            from ..pipelines.keyframes import BUNDLED_MODEL
-        except ImportError:
-            from ..pipeline import BUNDLED_MODEL
+        from ..loading import BUNDLED_MODEL
+
         root = Path(BUNDLED_MODEL)
     else:
         root = Path(model)

@@ -122,12 +122,12 @@ def test_frames(num_frames: int, seed: int = 0, split: str = "test", stride: int
     Moving MNIST clips do (one digit, canonical speed, ``stride`` native frames per frame)."""
     import random
 
-    from .data import sample_clip
+    from .data import sample_digit_clip
 
     rng = random.Random(seed)
     hr, digits = [], []
     for _ in range(num_clips):
-        spec = sample_clip(rng, split, span=(num_frames - 1) * stride, canonical=True)
+        spec = sample_digit_clip(rng, split, span=(num_frames - 1) * stride, canonical=True)
         hr.append(render_hr(spec.sprites, np.arange(num_frames) * stride))
         digits.append(spec.digit)
     hr = np.stack(hr)

@@ -35,11 +35,9 @@ from .trainer import sample_generator, video_dataset
 
 def load_keyframe_pipeline(path: str | None):
     """The keyframe pipeline (U-Net, text encoder) that makes generated-like latents."""
-    try:  # after the layout refactor
-        from ..pipelines.keyframes import BUNDLED_MODEL, MagicVideoPipeline
-    except ImportError:
-        from ..pipeline import BUNDLED_MODEL, MagicVideoPipeline
-    return MagicVideoPipeline.from_pretrained(path or BUNDLED_MODEL)
+    from ..loading import load_pipeline
+
+    return load_pipeline(path, device="cpu", dtype="fp32", progress_bar=False)
 
 
 def build_video_vae(config: Config) -> VideoAutoencoderKL:
