@@ -14,7 +14,8 @@
    - digit and direction accuracy of the decoded clips (the shipped digits classifier).
 3. Cost: decode time (median of runs) and peak resident memory increase for 16 and 64 frames:
    image decoder (16-frame chunks), VideoVAE whole clip and in 16-frame chunks; each in a fresh
-   subprocess (one torch thread unless --threads).
+   subprocess (one torch thread unless --threads); memory is the resident-set high-water mark of
+   one decode above the resident set before it (Linux /proc).
 
 Writes a JSON of all numbers and a contact sheet PNG (rows: real, image decoder, VideoVAE,
 4 x |flicker| of both, for one held-out clip; image decoder and VideoVAE for one generated clip).
@@ -30,7 +31,7 @@ import argparse
 import csv
 import json
 import os
-import resource
+import ctypes
 import statistics
 import subprocess
 import sys
@@ -165,7 +166,8 @@ def round_trips(vae, clips: torch.Tensor, radius: int, mc_clips: int) -> tuple[d
     return result, (clips, image, video)
 
 
-def generated(vae, pipeline: str | None, count: int, radius: int, steps: int) -> tuple[dict, tuple]:
+def generated(vae, pipeline: str | None, count: int, radius: int, steps: int,
+              cache: Path | None = None) -> tuple[dict, tuple]:
     from magicvideo.digits.classifier import classify, load_classifier
     from magicvideo.digits.evaluate import _direction_indices, evaluation_jobs
 
@@ -176,12 +178,19 @@ def generated(vae, pipeline: str | None, count: int, radius: int, steps: int) ->
     pipe = MagicVideoPipeline.from_pretrained(pipeline or BUNDLED_MODEL)
     pipe.set_progress_bar_config(disable=True)
     jobs = evaluation_jobs(limit=count)
-    latents = []
-    for job in jobs:
-        out = pipe(job["prompt"], fps=job["fps"], num_inference_steps=steps,
-                   generator=torch.Generator().manual_seed(job["seed"]), output_type="latent")
-        latents.append(out.frames)
-    latents = torch.cat(latents)
+    key = {"pipeline": str(pipeline or BUNDLED_MODEL), "jobs": jobs, "steps": steps}
+    if cache is not None and cache.is_file() and torch.load(cache)["key"] == key:
+        latents = torch.load(cache)["latents"]
+    else:
+        latents = []
+        for job in jobs:
+            out = pipe(job["prompt"], fps=job["fps"], num_inference_steps=steps,
+                       generator=torch.Generator().manual_seed(job["seed"]), output_type="latent")
+            latents.append(out.frames)
+        latents = torch.cat(latents)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"key": key, "latents": latents}, cache)
     image, video = decode_both(vae, latents)
     classifier = load_classifier()
     result = {"clips": len(jobs), "frames": latents.shape[2], "steps": steps,
@@ -209,14 +218,26 @@ def cost_child(vae_dir: str, decoder: str, frames: int, chunk: int, runs: int) -
     z = torch.randn(1, vae.config.latent_channels, frames, vae.config.sample_size // 8, vae.config.sample_size // 8)
     with torch.no_grad():
         decode_latents_video(vae, z[:, :, :2], chunk_size=2, decoder=decoder)  # warm-up
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         times = []
         for _ in range(runs):
             started = time.perf_counter()
             decode_latents_video(vae, z, chunk_size=chunk or None, decoder=decoder)
             times.append(time.perf_counter() - started)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": round(statistics.median(times), 4), "peak_rss_increase_mib": round((after - before) / 1024, 1)}
+        # peak memory of one more decode: resident set high-water mark above the resident set before
+        # it (freed heap returned to the system first, the kernel's high-water mark reset)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmRSS")
+        decode_latents_video(vae, z, chunk_size=chunk or None, decoder=decoder)
+        peak = _status_kib("VmHWM")
+    return {"seconds": round(statistics.median(times), 4), "peak_memory_mib": round((peak - before) / 1024, 1)}
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def cost(vae_dir: str, runs: int, threads: int) -> list[dict]:
@@ -267,6 +288,8 @@ def main() -> None:
     p.add_argument("--generated", type=int, default=24, help="generated clips (0: skip)")
     p.add_argument("--pipeline", help="keyframe pipeline folder for the generated clips (default: bundled)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps of the generated clips")
+    p.add_argument("--latents-cache", type=Path, help="keep the generated latents in this file and reuse them "
+                   "(same pipeline, jobs and steps) when measuring another VideoVAE")
     p.add_argument("--radius", type=int, default=6, help="largest shift (pixels) of the motion compensation")
     p.add_argument("--mc-clips", type=int, default=16, help="held-out clips whose motion-compensated flicker is measured too")
     p.add_argument("--cost-runs", type=int, default=3, help="timed decodes per cost setting (0: skip the cost)")
@@ -287,7 +310,8 @@ def main() -> None:
     print("round trip:", json.dumps(results["round_trip"]), flush=True)
     gen = None
     if args.generated:
-        results["generated"], gen = generated(vae, args.pipeline, args.generated, args.radius, args.steps)
+        results["generated"], gen = generated(vae, args.pipeline, args.generated, args.radius, args.steps,
+                                               args.latents_cache)
         print("generated:", json.dumps(results["generated"]), flush=True)
     if args.cost_runs:
         results["cost"] = cost(str(vae_dir), args.cost_runs, args.threads)
