@@ -174,7 +174,7 @@ def generated(vae, pipeline: str | None, count: int, radius: int, steps: int,
     try:
         from magicvideo.pipelines.keyframes import BUNDLED_MODEL, MagicVideoPipeline
     except ImportError:
-        from magicvideo.pipeline import BUNDLED_MODEL, MagicVideoPipeline
+        from magicvideo.loading import BUNDLED_MODEL, MagicVideoPipeline
     pipe = MagicVideoPipeline.from_pretrained(pipeline or BUNDLED_MODEL)
     pipe.set_progress_bar_config(disable=True)
     jobs = evaluation_jobs(limit=count)
