@@ -171,12 +171,9 @@ def generated(vae, pipeline: str | None, count: int, radius: int, steps: int,
     from magicvideo.digits.classifier import classify, load_classifier
     from magicvideo.digits.evaluate import _direction_indices, evaluation_jobs
 
-    try:
-        from magicvideo.pipelines.keyframes import BUNDLED_MODEL, MagicVideoPipeline
-    except ImportError:
-        from magicvideo.loading import BUNDLED_MODEL, MagicVideoPipeline
-    pipe = MagicVideoPipeline.from_pretrained(pipeline or BUNDLED_MODEL)
-    pipe.set_progress_bar_config(disable=True)
+    from magicvideo.loading import load_pipeline
+
+    pipe = load_pipeline(pipeline, device="cpu", dtype="fp32", progress_bar=False)
     jobs = evaluation_jobs(limit=count)
     key = {"pipeline": str(pipeline or BUNDLED_MODEL), "jobs": jobs, "steps": steps}
     if cache is not None and cache.is_file() and torch.load(cache)["key"] == key:
