@@ -227,7 +227,8 @@ def test_hires_digits_downsample_to_the_moving_mnist_frames():
 
 # -- training ----------------------------------------------------------------------------------------
 
-def test_training_task_runs_resumes_and_saves_a_loadable_pipeline(tmp_path):
+@pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
+def test_training_task_runs_resumes_and_saves_a_loadable_pipeline(tmp_path, prediction_type):
     from magicvideo.training import train
     from magicvideo.training.config import config_from_dict
 
@@ -237,7 +238,7 @@ def test_training_task_runs_resumes_and_saves_a_loadable_pipeline(tmp_path):
             "sr": {"pixel_shuffle": 2, "block_out_channels": [8, 16], "norm_num_groups": 4, "patch_size": 32,
                    "sample_steps": 1},
             "train": {"batch_size": 2, "max_steps": steps, "warmup_steps": 0, "ema_decay": 0.9,
-                      "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction"},
+                      "beta_schedule": "squaredcos_cap_v2", "prediction_type": prediction_type},
             "output": {"output_dir": str(tmp_path / "run"), "checkpoint_every": 2, "log_every": 1},
         })
 
@@ -248,7 +249,24 @@ def test_training_task_runs_resumes_and_saves_a_loadable_pipeline(tmp_path):
     assert (tmp_path / "run" / "samples" / "step-00000003" / "contact-sheet.png").is_file()
     pipe = load_upscale_pipeline(final)
     pipe.set_progress_bar_config(disable=True)
+    assert pipe.scheduler.config.prediction_type == pipe.unet.config.prediction_type == prediction_type
     assert pipe(clip(1, 8, 8), num_inference_steps=1).frames.shape == (1, 32, 32, 3)
+    # a fine-tune starts from the saved unet (here with the other prediction type)
+    other = "v_prediction" if prediction_type == "sample" else "sample"
+    tuned = config(1)
+    tuned.sr.init, tuned.train.prediction_type = str(final), other
+    tuned.output.output_dir = str(tmp_path / "tuned")
+    assert load_upscale_pipeline(train(tuned)).unet.config.prediction_type == other
+
+
+def test_config_accepts_the_task_and_refuses_x0_for_other_tasks():
+    from magicvideo.training.config import ConfigError, config_from_dict
+
+    assert config_from_dict({"task": "super_resolution", "train": {"prediction_type": "sample"}}).sr.scale == 4
+    with pytest.raises(ConfigError, match="prediction_type"):
+        config_from_dict({"task": "diffusion", "train": {"prediction_type": "sample"}})
+    with pytest.raises(ConfigError, match="sr.patch_size"):
+        config_from_dict({"task": "super_resolution", "sr": {"patch_size": 0}})
 
 
 # -- the command line --------------------------------------------------------------------------------

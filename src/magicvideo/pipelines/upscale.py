@@ -205,6 +205,9 @@ def load_upscale_pipeline(model: str | Path | None = None, argument: str = "mode
     folder = Path(model) if model is not None else BUNDLED_SR_MODEL
     index = folder / "model_index.json"
     if not folder.is_dir():
+        if model is None:
+            raise InvalidArgumentError(argument, f"no bundled SR model in this installation ({folder} is missing): "
+                                       "pass an SR model folder")
         raise InvalidArgumentError(argument, f"no such model folder {folder}")
     if not index.is_file():
         raise InvalidArgumentError(argument, f"{folder} is not a pipeline folder (no model_index.json)")

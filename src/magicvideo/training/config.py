@@ -173,7 +173,7 @@ CHOICES = {
     "video_vae.reconstruction_loss": ("l1", "mse"),
     "sr.split": ("train", "test"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
-    "train.prediction_type": ("epsilon", "v_prediction"),
+    "train.prediction_type": ("epsilon", "v_prediction", "sample"),  # sample (x0): super_resolution only
     "vae.reconstruction_loss": ("l1", "mse"),
     "data.cache_dtype": ("float16", "float32"),
 }
@@ -241,7 +241,10 @@ def _from_dict(cls, data: dict, prefix: str = ""):
 
 
 def config_from_dict(data: dict | None) -> Config:
-    return _from_dict(Config, data or {})
+    config = _from_dict(Config, data or {})
+    if config.train.prediction_type == "sample" and config.task != "super_resolution":
+        raise ConfigError("train.prediction_type: sample (x0) is only supported by task super_resolution")
+    return config
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -8,7 +8,7 @@ trajectory. The low-resolution input is the patch area-downsampled by `sr.scale`
 Loss: the diffusion variable is the residual r = (hr - bicubic(lr)) * residual_scale; noise
 n and timestep t per sample, the conditioning frame bicubic(lr) noise-augmented at a level drawn
 uniformly from [0, sr.max_noise_level] (0 with probability `sr.clean_prob`); MSE of the model's
-prediction against `train.prediction_type`'s target (v or epsilon) of r.
+prediction against `train.prediction_type`'s target of r: `sample` (x0, r itself), v or epsilon.
 
 Saved: a `MagicVideoUpscalePipeline` folder (unet + DDIM scheduler, trailing spacing).
 """
@@ -50,7 +50,9 @@ class HiresDigitPatches(Dataset):
 def build_sr_unet(config: Config) -> SuperResolutionUNet:
     sr = config.sr
     if sr.init:
-        return SuperResolutionUNet.from_pretrained(sr.init, subfolder="unet" if (Path(sr.init) / "unet").is_dir() else None)
+        unet = SuperResolutionUNet.from_pretrained(sr.init, subfolder="unet" if (Path(sr.init) / "unet").is_dir() else None)
+        unet.register_to_config(prediction_type=config.train.prediction_type)  # a fine-tune may change it
+        return unet
     return SuperResolutionUNet(scale=sr.scale, pixel_shuffle=sr.pixel_shuffle, block_out_channels=tuple(sr.block_out_channels),
                                layers_per_block=sr.layers_per_block, norm_num_groups=sr.norm_num_groups,
                                residual_scale=sr.residual_scale, prediction_type=config.train.prediction_type)
@@ -91,7 +93,13 @@ class SuperResolutionTask:
         condition = augment(up, levels, self.scheduler.alphas_cumprod, aug_noise)
         noisy = self.scheduler.add_noise(residual, noise, timesteps)
         prediction = model(noisy, timesteps, condition, levels)
-        target = noise if self.scheduler.config.prediction_type == "epsilon" else self.scheduler.get_velocity(residual, noise, timesteps)
+        kind = self.scheduler.config.prediction_type
+        if kind == "epsilon":
+            target = noise
+        elif kind == "sample":  # x0: the residual itself
+            target = residual
+        else:
+            target = self.scheduler.get_velocity(residual, noise, timesteps)
         return F.mse_loss(prediction.float(), target.float())
 
     def pipeline(self, unet):
