@@ -81,7 +81,7 @@ def build_demo(cascade: MagicVideoCascadePipeline, out_dir: str | Path | None = 
                 negative = gr.Textbox(label="Negative prompt", elem_id="negative")
                 with gr.Row():
                     seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed")
-                    shuffle = gr.Button("🎲 Random seed", elem_id="random-seed")
+                    shuffle = gr.Button("Random seed", elem_id="random-seed")
                 steps = gr.Slider(1, 100, value=25, step=1, label="Steps")
                 guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance")
                 fps = gr.Slider(low, high, value=max(low, min(8.0, high)), step=1, label="Frame rate (keyframes)")
