@@ -86,7 +86,8 @@ def motion(clips: np.ndarray) -> dict:
             "clips_tracked": int(ok.sum())}
 
 
-def real_clip_benchmark(pipe, rows, root: Path, steps: int, guidance: float, seed: int, batch: int):
+def real_clip_benchmark(pipe, rows, root: Path, steps: int, guidance: float, seed: int, batch: int,
+                        strength: float = 1.0):
     from magicvideo.vae import decode_video, encode_video
 
     length = (KEYFRAMES - 1) * FACTOR + 1
@@ -106,7 +107,7 @@ def real_clip_benchmark(pipe, rows, root: Path, steps: int, guidance: float, see
         keys = truth[:, ::FACTOR]
         tic = time.perf_counter()
         out = pipe(video=(keys * 255).round().astype(np.uint8), fps=24 / FACTOR, num_inference_steps=steps,
-                   guidance_scale=guidance, generator=torch.Generator().manual_seed(seed + start)).frames
+                   guidance_scale=guidance, strength=strength, generator=torch.Generator().manual_seed(seed + start)).frames
         seconds += time.perf_counter() - tic
         nearest = np.stack([keys[:, min(round(i / FACTOR), KEYFRAMES - 1)] for i in range(length)], 1)
         pixel = blend(keys, length, 1)
@@ -160,7 +161,8 @@ def contact_sheet(example, path: Path, columns: int = 16) -> None:
     image.save(path)
 
 
-def generated_benchmark(pipe, count: int, steps: int, guidance: float, keyframe_steps: int, seed: int, batch: int):
+def generated_benchmark(pipe, count: int, steps: int, guidance: float, keyframe_steps: int, seed: int, batch: int,
+                        strength: float = 1.0):
     from magicvideo.digits.evaluate import canonical_prompts, evaluate_clips
     from magicvideo.loading import load_pipeline
 
@@ -176,7 +178,7 @@ def generated_benchmark(pipe, count: int, steps: int, guidance: float, keyframe_
                                     output_type="latent").frames
             keyframe_clips.append(keyframe_pipe.video_processor.postprocess_video(keyframe_pipe.decode_latents(latents), "np"))
         interpolated.append(pipe(keyframe_latents=latents, prompt=[p for p, _, _ in chunk], fps=24 / FACTOR,
-                                 num_inference_steps=steps, guidance_scale=guidance,
+                                 num_inference_steps=steps, guidance_scale=guidance, strength=strength,
                                  generator=torch.Generator().manual_seed(seed + start)).frames)
         print(f"{start + len(chunk)}/{len(jobs)} generated clips", flush=True)
     digits, directions = [d for _, d, _ in jobs], [r for _, _, r in jobs]
@@ -197,6 +199,7 @@ def main() -> None:
     parser.add_argument("--generated", type=int, default=48, help="generated keyframe clips (0: skip; default: 48)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--strength", type=float, default=1.0, help="start from the noised latent blend (< 1)")
     parser.add_argument("--scheduler", help="swap the sampler: ddim, dpm++, ...")
     parser.add_argument("--keyframe-steps", type=int, default=25)
     parser.add_argument("--batch", type=int, default=4)
@@ -218,9 +221,10 @@ def main() -> None:
     fps_values = sorted({float(r["fps"]) for r in rows})
     rows = rows[: args.clips]
     table, wins, moves, example, seconds = real_clip_benchmark(pipe, rows, test.parent, args.steps, args.guidance,
-                                                               args.seed, args.batch)
+                                                               args.seed, args.batch, args.strength)
     result = {"settings": {"model": str(args.model or "bundled"), "clips": len(rows), "data_fps": fps_values,
                            "factor": FACTOR, "keyframes": KEYFRAMES, "steps": args.steps, "guidance": args.guidance,
+                           "strength": args.strength,
                            "scheduler": type(pipe.scheduler).__name__},
               "real_clips": table, "model_psnr_wins_per_clip": wins, "motion": moves,
               "seconds_per_clip": seconds / len(rows)}
@@ -234,7 +238,7 @@ def main() -> None:
         contact_sheet(example, args.sheet)
     if args.generated:
         result["generated"] = generated_benchmark(pipe, args.generated, args.steps, args.guidance, args.keyframe_steps,
-                                                  args.seed, args.batch)
+                                                  args.seed, args.batch, args.strength)
         print(json.dumps(result["generated"], indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
