@@ -198,6 +198,7 @@ def test_cli_interpolates_a_clip(pipe_dir, tmp_path, capsys):
         ("ok", ["--factor", "1"], "--factor: must be an integer >= 2"),
         ("ok", ["--factor", "4"], "--factor: this model was trained to interpolate by 3"),
         ("ok", ["--steps", "0"], "--steps: must be an integer >= 1"),
+        ("ok", ["--strength", "2"], "--strength: must be in (0, 1]"),
         ("ok", ["--model", "KEYFRAME"], "--model: "),
         ("ok", ["--model", "NOWHERE"], "--model: "),
     ],
