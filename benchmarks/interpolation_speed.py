@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=1.0, help="interpolation guidance (default: 1, none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
 
     from magicvideo.loading import load_pipeline
     from magicvideo.pipelines.interpolation import load_interpolation_pipeline
