@@ -198,6 +198,7 @@ def test_cli_interpolates_a_clip(pipe_dir, tmp_path, capsys):
         ("ok", ["--factor", "1"], "--factor: must be an integer >= 2"),
         ("ok", ["--factor", "4"], "--factor: this model was trained to interpolate by 3"),
         ("ok", ["--steps", "0"], "--steps: must be an integer >= 1"),
+        ("ok", ["--strength", "2"], "--strength: must be in (0, 1]"),
         ("ok", ["--model", "KEYFRAME"], "--model: "),
         ("ok", ["--model", "NOWHERE"], "--model: "),
     ],
@@ -252,3 +253,17 @@ def test_training_config_refuses_strided_clips(tmp_path):
 
     with pytest.raises(ConfigError, match="interpolation.keyframe_stride"):
         config_from_dict({"task": "interpolation", "interpolation": {"keyframe_stride": 1}})
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpm++"])
+def test_strength_starts_from_the_latent_blend_and_keeps_the_keyframes(pipe, scheduler):
+    pipe.set_scheduler(scheduler)
+    try:
+        keyframes = keyframe_latents(4)
+        out = pipe(keyframe_latents=keyframes, num_inference_steps=4, strength=0.5, output_type="latent",
+                   generator=torch.Generator().manual_seed(0)).frames
+        assert out.shape[2] == 10 and torch.equal(out[:, :, ::3], keyframes) and torch.isfinite(out).all()
+        with pytest.raises(InvalidArgumentError, match="strength"):
+            pipe(keyframe_latents=keyframes, num_inference_steps=1, strength=1.5)
+    finally:
+        pipe.set_scheduler("ddim")

@@ -9,7 +9,7 @@ from . import UserError
 # pipeline argument -> the CLI option that sets it (for error messages)
 OPTION_NAMES = {"video": "IN", "factor": "--factor", "model": "--model", "prompt": "--prompt",
                 "num_inference_steps": "--steps", "guidance_scale": "--guidance", "fps": "--fps", "seed": "--seed",
-                "device": "--device", "dtype": "--dtype", "scheduler": "--scheduler"}
+                "device": "--device", "dtype": "--dtype", "scheduler": "--scheduler", "strength": "--strength"}
 
 
 def register(subparsers) -> None:
@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale; <= 1 disables it "
                    "(default: 1)")
+    p.add_argument("--strength", type=float, default=1.0, help="1: in-between frames start from noise; less: from the "
+                   "blend of their keyframes noised to that level, running that fraction of --steps (default: 1)")
     p.add_argument("--fps", type=float, default=None, help="the input's frame rate (default: read from the file); "
                    "the output runs at k times it")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -64,7 +66,7 @@ def run(args) -> int:
     fps = args.fps or native_fps
     generator = torch.Generator().manual_seed(args.seed)
     result = pipe(video=frames, factor=args.factor, prompt=args.prompt, fps=fps, num_inference_steps=args.steps,
-                  guidance_scale=args.guidance, generator=generator).frames[0]
+                  guidance_scale=args.guidance, strength=args.strength, generator=generator).frames[0]
     factor = args.factor or pipe.keyframe_stride
     write_video(out, result, fps * factor)
     print(f"wrote {out} ({len(result)} frames at {fps * factor:g} fps from {len(frames)} at {fps:g} fps)")

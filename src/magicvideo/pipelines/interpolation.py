@@ -42,6 +42,19 @@ def video_to_tensor(video) -> torch.Tensor:
     return tensor.permute(0, 4, 1, 2, 3) * 2.0 - 1.0
 
 
+class _TailTimesteps:
+    """A scheduler seen from step `start` on: `timesteps` is the tail, everything else (step index
+    included: `set_begin_index(start)`) is the scheduler's own, as diffusers' img2img pipelines run it."""
+
+    def __init__(self, scheduler, start: int):
+        self._scheduler, self.timesteps = scheduler, scheduler.timesteps[start:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+
+    def __getattr__(self, name):
+        return getattr(self._scheduler, name)
+
+
 class MagicVideoInterpolationPipeline(MagicVideoPipeline):
     """Frame interpolation with MagicVideo's stage-2 model.
 
@@ -125,15 +138,27 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
 
     def denoise_windows(self, keyframe_latents, factor, context, fps_input, num_inference_steps, guidance_scale,
                         generator, callback_on_step_end=None, callback_on_step_end_tensor_inputs=("latents",),
-                        prompt_embeds=None, negative_prompt_embeds=None):
+                        prompt_embeds=None, negative_prompt_embeds=None, strength: float = 1.0):
         """Denoise every window of `keyframe_latents` (B, C, K, h, w); returns (window latents
-        (B * W, C, n, h, w), windows). `context` / `fps_input` are per window batch entry."""
+        (B * W, C, n, h, w), windows). `context` / `fps_input` are per window batch entry.
+
+        `strength` < 1 starts from the linear blend of the neighbouring keyframe latents noised to
+        that fraction of the schedule (SDEdit / img2img) and runs only the remaining steps."""
         known, mask, conditioning, windows = self.window_batch(keyframe_latents, factor)
         dtype = self.unet.dtype
         known, conditioning = known.to(dtype), conditioning.to(dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=known.device)
+        scheduler = self.scheduler
         latents = randn_tensor(known.shape, generator=generator, device=known.device, dtype=dtype)
-        latents = latents * self.scheduler.init_noise_sigma
+        start = num_inference_steps - max(1, round(num_inference_steps * strength))
+        if start > 0:
+            channels = known.shape[1]
+            position = conditioning[:, 2 * channels : 2 * channels + 1]
+            blend = conditioning[:, :channels] * (1 - position) + conditioning[:, channels : 2 * channels] * position
+            scheduler = _TailTimesteps(self.scheduler, start * self.scheduler.order)
+            latents = self.scheduler.add_noise(blend, latents, scheduler.timesteps[:1])
+        else:
+            latents = latents * self.scheduler.init_noise_sigma
 
         def model(x, t):
             return self.unet(x, t, context, fps=fps_input).sample
@@ -145,7 +170,7 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
             out = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}) or {}
             return out.get("latents", latents), self.interrupt
 
-        latents = denoise(model, self.scheduler, latents, guidance_scale=guidance_scale, conditioning=conditioning,
+        latents = denoise(model, scheduler, latents, guidance_scale=guidance_scale, conditioning=conditioning,
                           known=KnownFrames(known, mask), generator=generator, on_step_end=on_step_end,
                           progress=self.progress_bar)
         return latents, windows
@@ -161,6 +186,7 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
         fps: float = 8,
         num_inference_steps: int = 25,
         guidance_scale: float = 1.0,
+        strength: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
@@ -180,7 +206,8 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
         `fps`: the keyframes' frame rate; the model is conditioned on, and the output runs at,
         fps * factor. `factor` defaults to the model's `keyframe_stride`. `prompt` (optional: the
         empty prompt by default) and `guidance_scale` (> 1 enables classifier-free guidance) as in
-        the keyframe pipeline."""
+        the keyframe pipeline. `strength` in (0, 1]: 1 starts the in-between frames from pure noise;
+        less starts them from the latent blend of their keyframes noised to that level (fewer steps run)."""
         if (video is None) == (keyframe_latents is None):
             raise InvalidArgumentError("video", "give either a video or keyframe_latents (exactly one)")
         if output_type not in OUTPUT_TYPES:
@@ -199,6 +226,9 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
             argument, num_keyframes = "keyframe_latents", keyframe_latents.shape[2]
         self.check_interpolation_inputs(num_keyframes, factor, num_inference_steps, guidance_scale, fps, argument,
                                         callback_on_step_end_tensor_inputs)
+        _finite_number("strength", strength, 0, exclusive=True)
+        if strength > 1:
+            raise InvalidArgumentError("strength", f"must be in (0, 1], got {strength}")
         self._interrupt = False
         device = self._execution_device
         if pixels is not None:
@@ -225,7 +255,8 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
 
         window_latents, windows = self.denoise_windows(
             keyframe_latents.to(self.unet.dtype), factor, context, fps_input, num_inference_steps, guidance_scale,
-            generator, callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds, negative_prompt_embeds)
+            generator, callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds, negative_prompt_embeds,
+            strength)
         latents = self.stitch(window_latents, windows, factor, batch)
         assert latents.shape[2] == output_length(num_keyframes, factor)
 
