@@ -33,20 +33,26 @@ def pipeline_folder(model: str | Path | None, kind: str = "MagicVideoPipeline") 
 
 
 def load_pipeline(model: str | Path | None = None, device: str | None = None, dtype: str | None = None,
-                  progress_bar: bool = True):
-    """The `MagicVideoPipeline` saved in `model` (default: the bundled model) on `device` (default:
-    cuda if available, else cpu) in `dtype` ("fp32", "fp16", "bf16"; default fp16 on cuda, fp32 on
-    cpu). A pipeline saved with the packaged MiniLM text encoder gets it from the installed package.
-    User mistakes raise `InvalidArgumentError` naming `model`, `device` or `dtype`."""
+                  progress_bar: bool = True, pipeline_class=None, default: Path = BUNDLED_MODEL):
+    """The pipeline saved in `model` (default: `default`, the bundled keyframe model) on `device`
+    (default: cuda if available, else cpu) in `dtype` ("fp32", "fp16", "bf16"; default fp16 on cuda,
+    fp32 on cpu), as `pipeline_class` (default `MagicVideoPipeline`; the folder must hold one). A
+    pipeline saved with the packaged MiniLM text encoder gets it from the installed package. User
+    mistakes raise `InvalidArgumentError` naming `model`, `device` or `dtype`."""
     import torch
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from .pipelines.keyframes import MagicVideoPipeline
+    if pipeline_class is None:
+        from .pipelines.keyframes import MagicVideoPipeline as pipeline_class
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    path = pipeline_folder(model)
+    kind = pipeline_class.__name__
+    if model is None and not (Path(default) / "model_index.json").is_file():
+        raise InvalidArgumentError("model", f"the bundled {kind} is missing from this installation ({default}); "
+                                   "pass a pipeline folder")
+    path = pipeline_folder(model or default, kind)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         torch.device(device)
@@ -56,8 +62,10 @@ def load_pipeline(model: str | Path | None = None, device: str | None = None, dt
     if dtype not in DTYPES:
         raise InvalidArgumentError("dtype", f"must be one of {sorted(DTYPES)}, got {dtype!r}")
     try:
-        pipe = MagicVideoPipeline.from_pretrained(path, dtype=getattr(torch, DTYPES[dtype]))
+        pipe = pipeline_class.from_pretrained(path, dtype=getattr(torch, DTYPES[dtype]))
+    except InvalidArgumentError:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise InvalidArgumentError("model", f"cannot load a MagicVideo pipeline from {path}: {err}") from err
+        raise InvalidArgumentError("model", f"cannot load a {kind} from {path}: {err}") from err
     pipe.set_progress_bar_config(leave=False, disable=not progress_bar)
     return pipe.to(device)

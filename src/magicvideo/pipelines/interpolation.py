@@ -273,38 +273,14 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
 
 # The digits interpolation model trained by us (configs/digits-interpolation.yaml), shipped in the package.
 BUNDLED_INTERPOLATION_MODEL = Path(__file__).resolve().parent.parent / "weights" / "digits-interpolation"
-KIND = "MagicVideoInterpolationPipeline"
 
 
 def load_interpolation_pipeline(model: str | Path | None = None, device: str | None = None, dtype: str | None = None,
                                 progress_bar: bool = True) -> MagicVideoInterpolationPipeline:
     """The interpolation pipeline saved in `model` (default: the bundled digits interpolation model)
-    on `device` in `dtype`, as `loading.load_pipeline` does for keyframe pipelines. A folder of
-    another kind (e.g. a keyframe pipeline) raises `InvalidArgumentError("model", ...)`."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    on `device` in `dtype`, through `loading.load_pipeline`. A folder of another kind (e.g. a
+    keyframe pipeline) raises `InvalidArgumentError("model", ...)`."""
+    from ..loading import load_pipeline
 
-    from ..loading import DTYPES, pipeline_folder
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    if model is None and not (BUNDLED_INTERPOLATION_MODEL / "model_index.json").is_file():
-        raise InvalidArgumentError("model", f"the bundled interpolation model is missing from this installation "
-                                   f"({BUNDLED_INTERPOLATION_MODEL}); pass a pipeline folder")
-    path = pipeline_folder(model or BUNDLED_INTERPOLATION_MODEL, KIND)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        torch.device(device)
-    except RuntimeError as err:
-        raise InvalidArgumentError("device", f"{device!r} is not a torch device: {err}") from err
-    dtype = dtype or ("fp16" if device.startswith("cuda") else "fp32")
-    if dtype not in DTYPES:
-        raise InvalidArgumentError("dtype", f"must be one of {sorted(DTYPES)}, got {dtype!r}")
-    try:
-        pipe = MagicVideoInterpolationPipeline.from_pretrained(path, dtype=getattr(torch, DTYPES[dtype]))
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        if isinstance(err, InvalidArgumentError):
-            raise
-        raise InvalidArgumentError("model", f"cannot load an interpolation pipeline from {path}: {err}") from err
-    pipe.set_progress_bar_config(leave=False, disable=not progress_bar)
-    return pipe.to(device)
+    return load_pipeline(model, device, dtype, progress_bar, MagicVideoInterpolationPipeline,
+                         BUNDLED_INTERPOLATION_MODEL)
