@@ -10,7 +10,8 @@ import torch
 from einops import rearrange
 
 
-def _factors(vae) -> tuple[float, float]:
+def scaling(vae) -> tuple[float, float]:
+    """(scaling_factor, shift_factor) of a VAE's config: scaled = (z - shift) * scale."""
     return vae.config.scaling_factor, getattr(vae.config, "shift_factor", None) or 0.0
 
 
@@ -19,7 +20,7 @@ def encode_video(vae, video: torch.Tensor, chunk_size: int = 16, sample_posterio
 
     `sample_posterior` draws from the posterior (as in training); otherwise its mode is used.
     """
-    scale, shift = _factors(vae)
+    scale, shift = scaling(vae)
     frames = rearrange(video, "b c f h w -> (b f) c h w").to(vae.device, vae.dtype)
     chunks = []
     for chunk in frames.split(chunk_size):
@@ -31,7 +32,7 @@ def encode_video(vae, video: torch.Tensor, chunk_size: int = 16, sample_posterio
 
 def decode_video(vae, latents: torch.Tensor, chunk_size: int = 16) -> torch.Tensor:
     """Scaled latents (B, C, F, h, w) -> video (B, 3, F, H, W) in [-1, 1] (not clamped)."""
-    scale, shift = _factors(vae)
+    scale, shift = scaling(vae)
     frames = rearrange(latents, "b c f h w -> (b f) c h w").to(vae.device, vae.dtype) / scale + shift
     decoded = torch.cat([vae.decode(chunk).sample for chunk in frames.split(chunk_size)])
     return rearrange(decoded, "(b f) c h w -> b c f h w", b=latents.shape[0])

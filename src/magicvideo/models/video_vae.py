@@ -250,17 +250,15 @@ def decode_latents_video(vae: AutoencoderKL, latents: torch.Tensor, chunk_size: 
     """Scaled latents (B, C, F, h, w) (as a diffusion model makes them) -> video (B, 3, F, H, W) in
     [-1, 1], not clamped. `decoder="video"` uses the temporal decoder when `vae` is a
     `VideoAutoencoderKL` (and the image decoder otherwise); `"image"` always decodes frame by frame."""
+    from ..vae import decode_video, scaling
+
     if decoder not in DECODERS:
         raise InvalidArgumentError("decoder", f"must be one of {', '.join(DECODERS)}, got {decoder!r}")
-    scale = vae.config.scaling_factor
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    if not isinstance(vae, VideoAutoencoderKL):
+        return decode_video(vae, latents, chunk_size or latents.shape[0] * latents.shape[2])
+    scale, shift = scaling(vae)
     latents = latents.to(vae.device, vae.dtype) / scale + shift
-    if isinstance(vae, VideoAutoencoderKL):
-        return vae.decode_video(latents, chunk_size, temporal=decoder == "video")
-    frames = rearrange(latents, "b c f h w -> (b f) c h w")
-    step = chunk_size or frames.shape[0]
-    decoded = torch.cat([vae.decode(chunk).sample for chunk in frames.split(step)])
-    return rearrange(decoded, "(b f) c h w -> b c f h w", b=latents.shape[0])
+    return vae.decode_video(latents, chunk_size, temporal=decoder == "video")
 
 
 def is_video_vae(vae) -> bool:
