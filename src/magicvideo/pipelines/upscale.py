@@ -30,6 +30,7 @@ from diffusers.utils import BaseOutput
 
 from ..errors import InvalidArgumentError
 from ..models.super_resolution import SuperResolutionUNet, augment, upsample
+from ..sampling import denoise
 
 BUNDLED_SR_MODEL = Path(__file__).resolve().parent.parent / "weights" / "digits-sr"
 DEFAULT_STEPS = 4
@@ -183,11 +184,14 @@ class MagicVideoUpscalePipeline(DiffusionPipeline):
                 condition = augment(up, levels, self.scheduler.alphas_cumprod, aug[start : start + batch_size].to(device, dtype))
                 sample = init[start : start + batch_size].to(device, dtype) * self.scheduler.init_noise_sigma
                 self.scheduler.set_timesteps(num_inference_steps, device=device)  # also resets multistep state
-                for t in self.scheduler.timesteps:
-                    model_input = self.scheduler.scale_model_input(sample, t)
-                    prediction = self.unet(model_input, t, condition, levels)
-                    sample = self.scheduler.step(prediction, t, sample).prev_sample
-                    bar.update()
+
+                def ticking(timesteps):
+                    for t in timesteps:
+                        yield t
+                        bar.update()
+
+                sample = denoise(lambda x, t: self.unet(x, t, condition, levels), self.scheduler, sample,
+                                 progress=ticking)
                 outputs.append(((up + sample / residual_scale).clamp(-1, 1) * 0.5 + 0.5).float().cpu())
         upscaled = torch.cat(outputs)
         if inverse is not None:
