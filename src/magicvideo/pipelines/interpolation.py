@@ -163,13 +163,8 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
         def model(x, t):
             return self.unet(x, t, context, fps=fps_input).sample
 
-        def on_step_end(i, t, latents):
-            if callback_on_step_end is None:
-                return latents, self.interrupt
-            tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
-            out = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}) or {}
-            return out.get("latents", latents), self.interrupt
-
+        on_step_end = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds,
+                                         negative_prompt_embeds)
         latents = denoise(model, scheduler, latents, guidance_scale=guidance_scale, conditioning=conditioning,
                           known=KnownFrames(known, mask), generator=generator, on_step_end=on_step_end,
                           progress=self.progress_bar)

@@ -106,6 +106,20 @@ class MagicVideoPipeline(DiffusionPipeline):
         return (f"fps {fps:g} is outside the frame rates this model was trained at ({low_high[0]:g}-{low_high[1]:g}); "
                 "motion per frame is extrapolated and may not follow it")
 
+    def step_callback(self, callback_on_step_end, tensor_inputs, prompt_embeds, negative_prompt_embeds):
+        """diffusers' `callback_on_step_end(pipe, step, timestep, tensors) -> dict` as the shared loop's
+        `on_step_end(step, timestep, latents) -> (latents, stop)`: returned latents replace the current
+        ones, and `pipe._interrupt` stops the loop after that step."""
+
+        def on_step_end(i, t, latents):
+            if callback_on_step_end is None:
+                return latents, self.interrupt
+            tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+            out = callback_on_step_end(self, i, t, {k: tensors[k] for k in tensor_inputs}) or {}
+            return out.get("latents", latents), self.interrupt
+
+        return on_step_end
+
     @property
     def interrupt(self) -> bool:
         """Set by a step callback (`pipe._interrupt = True`) to stop sampling after that step."""
@@ -231,13 +245,8 @@ class MagicVideoPipeline(DiffusionPipeline):
         def model(x, t):
             return self.unet(x, t, context, fps=fps_input).sample
 
-        def on_step_end(i, t, latents):
-            if callback_on_step_end is None:
-                return latents, self.interrupt
-            tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
-            out = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}) or {}
-            return out.get("latents", latents), self.interrupt
-
+        on_step_end = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds,
+                                         negative_prompt_embeds)
         latents = denoise(model, self.scheduler, latents, guidance_scale=guidance_scale, generator=generator,
                           on_step_end=on_step_end, progress=self.progress_bar)
 

@@ -26,7 +26,7 @@ from .cache import CachedClipDataset, cache_exists
 from .components import load_components
 from .config import Config
 from .clips import sample_rng
-from .trainer import clip_spec, sample_generator, video_dataset
+from .trainer import clip_spec, position_noise, video_dataset
 
 logger = logging.getLogger("magicvideo.training")
 
@@ -80,14 +80,8 @@ class DiffusionTask:
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         latents, context = self.conditioning(batch)
-        seed, steps = self.config.train.seed, self.scheduler.config.num_train_timesteps
-        noise, timesteps = [], []
-        for position in batch["position"]:
-            generator = sample_generator(seed, int(position))
-            noise.append(torch.randn(latents.shape[1:], generator=generator))
-            timesteps.append(torch.randint(0, steps, (), generator=generator))
-        noise = torch.stack(noise).to(self.device)
-        timesteps = torch.stack(timesteps).to(self.device)
+        noise, timesteps = position_noise(self.config.train.seed, batch["position"], latents.shape[1:],
+                                          self.scheduler.config.num_train_timesteps, self.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         if self.scheduler.config.prediction_type == "v_prediction":
             target = self.scheduler.get_velocity(latents, noise, timesteps)

@@ -28,7 +28,7 @@ from ..models.interpolation import from_keyframe_model, is_interpolation_unet, w
 from ..video_io import write_video
 from .config import Config
 from .diffusion import DiffusionTask
-from .trainer import sample_generator
+from .trainer import position_noise
 
 logger = logging.getLogger("magicvideo.training")
 
@@ -72,14 +72,8 @@ class InterpolationTask(DiffusionTask):
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         latents, context = self.conditioning(batch)
-        seed, steps = self.config.train.seed, self.scheduler.config.num_train_timesteps
-        noise, timesteps = [], []
-        for position in batch["position"]:
-            generator = sample_generator(seed, int(position))
-            noise.append(torch.randn(latents.shape[1:], generator=generator))
-            timesteps.append(torch.randint(0, steps, (), generator=generator))
-        noise = torch.stack(noise).to(self.device)
-        timesteps = torch.stack(timesteps).to(self.device)
+        noise, timesteps = position_noise(self.config.train.seed, batch["position"], latents.shape[1:],
+                                          self.scheduler.config.num_train_timesteps, self.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         conditioning, between = self.inputs(latents)
         if self.scheduler.config.prediction_type == "v_prediction":

@@ -41,6 +41,17 @@ def sample_generator(seed: int, position: int, salt: int = 0) -> torch.Generator
     return torch.Generator().manual_seed((seed * 1_000_003 + position * 7919 + salt) % (1 << 63))
 
 
+def position_noise(seed: int, positions, shape, num_timesteps: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The diffusion noise (B, *shape) and timesteps (B,) of the samples at these stream positions:
+    each drawn from its position's generator, so any batching or resume draws the same."""
+    noise, timesteps = [], []
+    for position in positions:
+        generator = sample_generator(seed, int(position))
+        noise.append(torch.randn(tuple(shape), generator=generator))
+        timesteps.append(torch.randint(0, num_timesteps, (), generator=generator))
+    return torch.stack(noise).to(device), torch.stack(timesteps).to(device)
+
+
 def clip_spec(config: Config) -> ClipSpec:
     data = config.data
     return ClipSpec(data.num_frames, data.resolution, data.min_stride, data.max_stride)
