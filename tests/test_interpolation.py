@@ -267,3 +267,75 @@ def test_strength_starts_from_the_latent_blend_and_keeps_the_keyframes(pipe, sch
             pipe(keyframe_latents=keyframes, num_inference_steps=1, strength=1.5)
     finally:
         pipe.set_scheduler("ddim")
+
+
+def make_residual_pipeline(zero_output: bool) -> MagicVideoInterpolationPipeline:
+    base = make_interpolation_pipeline()
+    unet = from_keyframe_model(tiny_keyframe_unet(), zero_output=zero_output).eval()
+    if not zero_output:
+        randomize_(unet, seed=3, std=0.05)
+    scheduler = type(base.scheduler).from_config(base.scheduler.config, prediction_type="sample")
+    pipe = MagicVideoInterpolationPipeline(unet=unet, vae=base.vae, text_encoder=base.text_encoder,
+                                           tokenizer=base.tokenizer, scheduler=scheduler, keyframe_stride=3,
+                                           residual=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpm++"])
+def test_an_untrained_residual_model_returns_the_linear_blend_of_the_keyframe_latents(scheduler):
+    pipe = make_residual_pipeline(zero_output=True)
+    pipe.set_scheduler(scheduler)
+    keyframes = keyframe_latents(4)
+    out = pipe(keyframe_latents=keyframes, num_inference_steps=3, output_type="latent",
+               generator=torch.Generator().manual_seed(0)).frames
+    assert torch.equal(out[:, :, ::3], keyframes)
+    for i in range(3):
+        for j in (1, 2):
+            blend = keyframes[:, :, i] * (1 - j / 3) + keyframes[:, :, i + 1] * (j / 3)
+            torch.testing.assert_close(out[:, :, 3 * i + j], blend, rtol=0, atol=1e-6)
+
+
+def test_residual_pipeline_keeps_keyframes_and_saves_its_kind(tmp_path):
+    pipe = make_residual_pipeline(zero_output=False)
+    keyframes = keyframe_latents(11)  # two windows
+    out = pipe(keyframe_latents=keyframes, num_inference_steps=2, output_type="latent",
+               generator=torch.Generator().manual_seed(0)).frames
+    assert torch.equal(out[:, :, ::3], keyframes) and torch.isfinite(out).all()
+    blend = keyframes[:, :, 0] * (2 / 3) + keyframes[:, :, 1] * (1 / 3)
+    assert (out[:, :, 1] - blend).abs().max() > 1e-3  # the trained-looking model moves off the blend
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = MagicVideoInterpolationPipeline.from_pretrained(tmp_path / "p")
+    assert loaded.config.residual is True and loaded.scheduler.config.prediction_type == "sample"
+
+
+def test_residual_training_starts_at_the_blend_and_learns_the_difference(tmp_path):
+    """interpolation.residual: conv_out starts at zero, the x0 target is latents - blend (zero at keyframes)."""
+    from _train_utils import tiny_config
+    from accelerate import Accelerator
+
+    from magicvideo.training import load_config
+    from magicvideo.training.interpolation_task import InterpolationTask
+
+    manifest = tmp_path / "data" / "captions.csv"
+    (tmp_path / "data").mkdir()
+    frames = (np.random.default_rng(0).random((8, 16, 16, 3)) * 255).astype(np.uint8)
+    write_video(tmp_path / "data" / "0.mp4", frames, fps=24)
+    manifest.write_text("path,caption,fps\n0.mp4,clip,24\n")
+    path = tiny_config(tmp_path, manifest, data={"num_frames": 7, "min_stride": 1, "max_stride": 1},
+                       model={"unet": {**__import__("_train_utils").TINY_UNET, "num_frames": 7}})
+    path.write_text(path.read_text() + "task: interpolation\ninterpolation:\n  keyframe_stride: 3\n  residual: true\n")
+    task = InterpolationTask(load_config(path), Accelerator(cpu=True))
+    assert task.scheduler.config.prediction_type == "sample"
+    assert not task.model.conv_out.weight.any() and not task.model.conv_out.bias.any()
+    assert not task.model.conv_out.adaptor.shift.any()
+    latents = torch.randn(2, 4, 7, 2, 2)
+    conditioning, between = task.inputs(latents)
+    from magicvideo.models.interpolation import linear_blend
+    difference = latents - linear_blend(conditioning)
+    assert torch.equal(difference[:, :, ~between], torch.zeros_like(difference[:, :, ~between]))
+    assert difference[:, :, between].abs().min() > 0
+    batch = {"latents": latents, "text_embeds": torch.zeros(2, 16, 32), "position": [0, 1], "fps": torch.full((2,), 24.0)}
+    task.null_text = torch.zeros(16, 32)
+    loss = task.loss(task.model, batch)  # the zero model predicts x0 = 0: the loss is the difference's mean square
+    torch.testing.assert_close(loss, difference[:, :, between].pow(2).mean(), rtol=1e-5, atol=1e-6)

@@ -271,3 +271,39 @@ def test_inflation_of_a_u_net_whose_middle_block_does_not_attend():
         video = unet3d(sample, t, context).sample
         per_frame = torch.stack([unet2d(sample[:, :, i], t, context).sample for i in range(FRAMES)], dim=2)
     assert (video - per_frame).abs().max() <= 1e-4
+
+
+def test_first_frame_spatial_attention_keeps_frame_zero_stays_causal_and_adds_no_weights(tmp_path):
+    """spatial_attention="first_frame": frame 0's output is its per-frame output (it sees its own tokens
+    twice), every frame f depends on frames 0 and <= f only, the weights are the same ones."""
+    unet = randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES).eval(), seed=1, std=0.1)
+    sample, t, context = inputs()
+    names = [name for name, _ in unet.named_parameters()]
+    with torch.no_grad():
+        per_frame = unet(sample, t, context).sample
+        unet.set_spatial_attention("first_frame")
+        anchored = unet(sample, t, context).sample
+        changed = sample.clone()
+        changed[:, :, 3:] += 1.0
+        later = unet(changed, t, context).sample
+        first = sample.clone()
+        first[:, :, 0] += 1.0
+        moved_first = unet(first, t, context).sample
+    assert [name for name, _ in unet.named_parameters()] == names
+    assert (anchored[:, :, 0] - per_frame[:, :, 0]).abs().max() <= 1e-5
+    assert (anchored[:, :, 1:] - per_frame[:, :, 1:]).abs().max() > 1e-2
+    assert torch.equal(later[:, :, :3], anchored[:, :, :3])
+    # frame 0 reaches frame 5 through the spatial attention even with no temporal attention
+    none = randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, temporal_attention="none",
+                                       spatial_attention="first_frame").eval(), seed=1, std=0.1)
+    with torch.no_grad():
+        a, b = none(sample, t, context).sample, none(first, t, context).sample
+    assert (a[:, :, 5] - b[:, :, 5]).abs().max() > 1e-3
+    assert (moved_first[:, :, 5] - anchored[:, :, 5]).abs().max() > 1e-3
+    unet.save_pretrained(tmp_path / "u")
+    loaded = MagicVideoUNet3D.from_pretrained(tmp_path / "u").eval()
+    assert loaded.config.spatial_attention == "first_frame"
+    with torch.no_grad():
+        assert torch.equal(loaded(sample, t, context).sample, anchored)
+    with pytest.raises(ValueError, match="spatial_attention"):
+        unet.set_spatial_attention("all_frames")

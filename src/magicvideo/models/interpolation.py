@@ -10,6 +10,12 @@ A keyframe is its own left and right neighbour (position 0, mask 1). The clip is
 training: keyframes at 0, k, 2k, ... and k - 1 frames between consecutive keyframes. Text and fps
 conditioning are the keyframe model's (fps = the output frame rate).
 
+Residual over the blend (`residual=True` in the pipeline's config): the diffusion variable of the
+in-between frames is their difference from the linear blend of their two keyframes' latents
+(`linear_blend`), predicted as x0, as the super-resolution stage's is the difference from bicubic
+upsampling. The untrained model (`conv_out` at zero) then returns the blend itself, the strongest
+simple baseline, and training only has to learn what the blend gets wrong (the motion).
+
 Windows: a model with `num_frames` N holds m = (N - 1) // k + 1 keyframes per window (k = 3,
 N = 16: 6 keyframes at 0, 3, ..., 15). K keyframes are split into windows of m keyframes that
 share their boundary keyframe (16 keyframes -> 3 windows, 46 frames). Keyframes are held fixed
@@ -37,10 +43,11 @@ def is_interpolation_unet(unet) -> bool:
     return config.in_channels == config.out_channels + condition_channels(config.out_channels)
 
 
-def from_keyframe_model(unet: MagicVideoUNet3D, **config_overrides) -> MagicVideoUNet3D:
+def from_keyframe_model(unet: MagicVideoUNet3D, zero_output: bool = False, **config_overrides) -> MagicVideoUNet3D:
     """An interpolation U-Net initialised from a keyframe `MagicVideoUNet3D`: every shared weight
     copied, the new input channels of `conv_in` at zero. Before training it therefore predicts, from
-    the noisy latents, exactly what the keyframe model predicts (the conditioning is ignored)."""
+    the noisy latents, exactly what the keyframe model predicts (the conditioning is ignored).
+    `zero_output`: `conv_out` at zero as well (a residual model that starts at the linear blend)."""
     if not isinstance(unet, MagicVideoUNet3D):
         raise TypeError(f"from_keyframe_model needs a MagicVideoUNet3D, got {type(unet).__name__} "
                         "(inflate a UNet2DConditionModel with from_unet2d first, or use from_unet2d_model)")
@@ -58,6 +65,10 @@ def from_keyframe_model(unet: MagicVideoUNet3D, **config_overrides) -> MagicVide
                              device=weight.device)
     new_weight[:, :latent] = weight
     state["conv_in.weight"] = new_weight
+    if zero_output:  # the convolution and its frame-wise adaptor's shift: the output is exactly zero
+        for key in ("conv_out.weight", "conv_out.bias", "conv_out.adaptor.shift"):
+            if key in state:
+                state[key] = torch.zeros_like(state[key])
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"from_keyframe_model: missing {missing}, unexpected {unexpected}")
@@ -68,6 +79,15 @@ def from_unet2d_model(unet2d: UNet2DConditionModel, num_frames: int = 16, **conf
     """An interpolation U-Net from an image U-Net (e.g. Stable Diffusion's): inflated by
     `MagicVideoUNet3D.from_unet2d`, then given the conditioning channels by `from_keyframe_model`."""
     return from_keyframe_model(MagicVideoUNet3D.from_unet2d(unet2d, num_frames=num_frames), **config_overrides)
+
+
+def linear_blend(conditioning: torch.Tensor) -> torch.Tensor:
+    """(1 - p) * left + p * right from conditioning channels (B, 2C + 2, F, h, w): the linear blend of
+    every frame's neighbouring keyframe latents (a keyframe's own latent at keyframes, p = 0)."""
+    channels = (conditioning.shape[1] - 2) // 2
+    left, right = conditioning[:, :channels], conditioning[:, channels : 2 * channels]
+    position = conditioning[:, 2 * channels : 2 * channels + 1]
+    return left * (1 - position) + right * position
 
 
 @dataclass(frozen=True)

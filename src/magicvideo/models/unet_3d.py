@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -27,6 +28,7 @@ from diffusers.utils import BaseOutput
 from einops import rearrange, repeat
 
 from .adaptor import add_frame_adaptors
+from .first_frame_attention import SPATIAL_ATTENTION_MODES, FirstFrameAttnProcessor
 from .temporal_attention import TEMPORAL_ATTENTION_MODES, DirectedTemporalAttention
 from .unet_3d_blocks import SUPPORTED_BLOCKS, FrameInputs, SpatioTemporalTransformer, down_block, mid_block, up_block
 
@@ -69,7 +71,8 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
     Spatial arguments are those of diffusers' `UNet2DConditionModel`. MagicVideo's own:
     `num_frames` (number of per-frame adaptor entries), `temporal_attention` (one of
     "directed", "directed_post_softmax", "bidirectional", "none"), `temporal_attention_heads`,
-    `use_fps_embedding`.
+    `use_fps_embedding`, `spatial_attention` ("frame": the paper's per-frame spatial attention;
+    "first_frame": keys/values also from frame 0, see `first_frame_attention.py`).
     """
 
     _supports_gradient_checkpointing = True
@@ -111,6 +114,7 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         temporal_attention: str = "directed",
         temporal_attention_heads: int = 8,
         use_fps_embedding: bool = True,
+        spatial_attention: str = "frame",
     ):
         super().__init__()
         if temporal_attention not in TEMPORAL_ATTENTION_MODES:
@@ -138,6 +142,7 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
                         child.in_channels, temporal_attention_heads, temporal_attention)
                     setattr(parent, name, SpatioTemporalTransformer.inflate(child, temporal))
         add_frame_adaptors(self, num_frames)
+        self.set_spatial_attention(spatial_attention)
         self.fps_proj = self.fps_embedding = None
         if use_fps_embedding:
             time_embed_dim = self.time_embedding.linear_1.out_features
@@ -168,6 +173,21 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         if unexpected or set(missing) != new:
             raise RuntimeError(f"inflation mismatch: unexpected {unexpected}, missing {sorted(set(missing) - new)}")
         return model
+
+    def set_spatial_attention(self, mode: str) -> None:
+        """Switch every spatial self-attention between "frame" (per frame, the paper) and "first_frame"
+        (keys/values also from frame 0); no weights change, so a trained model can be switched."""
+        if mode not in SPATIAL_ATTENTION_MODES:
+            raise ValueError(f"spatial_attention must be one of {SPATIAL_ATTENTION_MODES}, got {mode!r}")
+        for module in self.modules():
+            if isinstance(module, SpatioTemporalTransformer):
+                module.first_frame_attention = mode == "first_frame"
+                for block in module.transformer_blocks:  # both attentions take the num_frames argument
+                    for attention in (block.attn1, getattr(block, "attn2", None)):
+                        if attention is not None:
+                            attention.set_processor(FirstFrameAttnProcessor() if mode == "first_frame"
+                                                    else AttnProcessor2_0())
+        self.register_to_config(spatial_attention=mode)
 
     def new_parameter_names(self) -> list[str]:
         """Names of the parameters MagicVideo adds to the image U-Net."""

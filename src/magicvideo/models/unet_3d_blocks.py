@@ -37,6 +37,7 @@ class SpatioTemporalTransformer(Transformer2DModel):
     """
 
     temporal_attention: DirectedTemporalAttention | None
+    first_frame_attention: bool = False  # spatial self-attention also over frame 0 (first_frame_attention.py)
 
     @classmethod
     def inflate(cls, transformer: Transformer2DModel, temporal_attention: DirectedTemporalAttention | None):
@@ -50,6 +51,8 @@ class SpatioTemporalTransformer(Transformer2DModel):
     def forward(self, x: torch.Tensor, num_frames: int, encoder_hidden_states=None, cross_attention_kwargs=None,
                 encoder_attention_mask=None) -> torch.Tensor:
         batch, _, height, width = x.shape
+        if self.first_frame_attention:
+            cross_attention_kwargs = {**(cross_attention_kwargs or {}), "num_frames": num_frames}
         h = self.norm(x)
         if not self.use_linear_projection:
             h = _conv(self.proj_in, h, num_frames)

@@ -16,8 +16,8 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import InvalidArgumentError
-from ..models.interpolation import (is_interpolation_unet, keyframes_per_window, output_length, plan_windows,
-                                    window_layout)
+from ..models.interpolation import (is_interpolation_unet, keyframes_per_window, linear_blend, output_length,
+                                    plan_windows, window_layout)
 from ..models.unet_3d import MagicVideoUNet3D
 from ..sampling import KnownFrames, denoise
 from ..vae import encode_video
@@ -60,20 +60,21 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
 
     Components: as `MagicVideoPipeline` (`unet` is an interpolation U-Net, see
     `models/interpolation.py`), plus `keyframe_stride`, the factor k the model was trained for
-    (saved in `model_index.json`)."""
+    (saved in `model_index.json`), and `residual`: whether the model denoises the difference from the
+    linear blend of the keyframe latents (added back here) instead of the latents themselves."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, unet: MagicVideoUNet3D, vae, text_encoder, tokenizer, scheduler, keyframe_stride: int = 3,
-                 fps_range: list[float] | None = None):
+                 fps_range: list[float] | None = None, residual: bool = False):
         if unet is not None and not is_interpolation_unet(unet):
             raise InvalidArgumentError(
                 "model", f"the U-Net takes {unet.config.in_channels} input channels: a keyframe model, not an "
                 "interpolation model (use MagicVideoPipeline, or convert it with from_keyframe_model and train it)")
         super().__init__(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
                          fps_range=fps_range)
-        self.register_to_config(keyframe_stride=keyframe_stride)
+        self.register_to_config(keyframe_stride=keyframe_stride, residual=residual)
 
     @property
     def keyframe_stride(self) -> int:
@@ -147,16 +148,16 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
         known, mask, conditioning, windows = self.window_batch(keyframe_latents, factor)
         dtype = self.unet.dtype
         known, conditioning = known.to(dtype), conditioning.to(dtype)
+        blend = linear_blend(conditioning)
+        residual = self.config.get("residual", False)
         self.scheduler.set_timesteps(num_inference_steps, device=known.device)
         scheduler = self.scheduler
         latents = randn_tensor(known.shape, generator=generator, device=known.device, dtype=dtype)
         start = num_inference_steps - max(1, round(num_inference_steps * strength))
         if start > 0:
-            channels = known.shape[1]
-            position = conditioning[:, 2 * channels : 2 * channels + 1]
-            blend = conditioning[:, :channels] * (1 - position) + conditioning[:, channels : 2 * channels] * position
             scheduler = _TailTimesteps(self.scheduler, start * self.scheduler.order)
-            latents = self.scheduler.add_noise(blend, latents, scheduler.timesteps[:1])
+            latents = self.scheduler.add_noise(torch.zeros_like(blend) if residual else blend, latents,
+                                               scheduler.timesteps[:1])
         else:
             latents = latents * self.scheduler.init_noise_sigma
 
@@ -165,9 +166,11 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
 
         on_step_end = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds,
                                          negative_prompt_embeds)
+        held = KnownFrames(torch.zeros_like(known) if residual else known, mask)
         latents = denoise(model, scheduler, latents, guidance_scale=guidance_scale, conditioning=conditioning,
-                          known=KnownFrames(known, mask), generator=generator, on_step_end=on_step_end,
-                          progress=self.progress_bar)
+                          known=held, generator=generator, on_step_end=on_step_end, progress=self.progress_bar)
+        if residual:  # back from the difference to the latents; keyframes bit-identical
+            latents = torch.where(mask.bool(), known, blend + latents)
         return latents, windows
 
     @torch.no_grad()

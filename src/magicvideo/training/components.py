@@ -52,6 +52,8 @@ def load_components(config: Config, with_unet: bool = True) -> Components:
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     if with_unet and model.unet:
         unet = MagicVideoUNet3D(**model.unet)
+    if unet is not None and model.spatial_attention:
+        unet.set_spatial_attention(model.spatial_attention)
     if model.vae:
         vae = AutoencoderKL.from_pretrained(_check_folder(model.vae, "model.vae"))
     if model.text_encoder:

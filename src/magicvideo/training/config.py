@@ -51,6 +51,9 @@ class ModelConfig:
     # captions train faster with a short context; it is saved with the tokenizer, so pipelines keep it.
     text_max_length: int | None = None
     freeze_spatial: bool = False  # train only adaptors, temporal attention and the FPS embedding
+    # switch the U-Net's spatial self-attention ("frame": the paper's; "first_frame": keys/values also
+    # from frame 0, models/first_frame_attention.py); None keeps the pretrained / model.unet setting
+    spatial_attention: str | None = None
     gradient_checkpointing: bool = False
 
 
@@ -96,6 +99,7 @@ class SuperResolutionConfig:
     layers_per_block: int = 1
     norm_num_groups: int = 16
     residual_scale: float = 2.0  # diffusion variable: (hr - bicubic(lr)) * residual_scale
+    head_channels: int = 0  # width of the full-resolution output head (0: none)
     split: str = "train"  # digits split the high-resolution patches are rendered from
     patch_size: int = 128  # high-resolution training patch (multiple of scale * pixel_shuffle * 2^(levels-1))
     two_digit_prob: float = 0.2  # fraction of patches with a second digit
@@ -150,6 +154,10 @@ class InterpolationConfig:
     # task: interpolation (docs/interpolation.md). Each training clip is data.num_frames consecutive
     # frames (data.min_stride = max_stride = 1); every keyframe_stride-th frame is a keyframe.
     keyframe_stride: int = 3  # the interpolation factor k: 8 fps keyframes -> 24 fps video
+    # denoise the difference from the linear blend of the keyframe latents, predicted as x0 (the
+    # scheduler's prediction_type becomes "sample"); a converted keyframe model gets conv_out at zero,
+    # so training starts from the blend (models/interpolation.py)
+    residual: bool = False
 
 
 @dataclass
@@ -173,6 +181,7 @@ CHOICES = {
     "video_vae.reconstruction_loss": ("l1", "mse"),
     "sr.split": ("train", "test"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
+    "model.spatial_attention": ("frame", "first_frame"),
     "train.prediction_type": ("epsilon", "v_prediction", "sample"),  # sample (x0): super_resolution only
     "vae.reconstruction_loss": ("l1", "mse"),
     "data.cache_dtype": ("float16", "float32"),
@@ -232,7 +241,7 @@ def _from_dict(cls, data: dict, prefix: str = ""):
     for key, value in data.items():
         values[key] = _convert(value, hints[key], prefix + key)
         allowed = CHOICES.get(prefix + key)
-        if allowed and values[key] not in allowed:
+        if allowed and values[key] is not None and values[key] not in allowed:
             raise ConfigError(f"{prefix}{key}: must be one of {', '.join(allowed)}, got {values[key]!r}")
         low = MINIMUM.get(prefix + key)
         if low is not None and values[key] is not None and values[key] < low:

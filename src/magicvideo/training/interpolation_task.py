@@ -7,6 +7,10 @@ them: known frames are held at the step's noise level), the conditioning channel
 keyframe latents (left, right neighbour, position, mask; `models/interpolation.py`), and the loss
 (v / epsilon MSE, Min-SNR weighted as the keyframe task's) is taken on the in-between frames only.
 
+With `interpolation.residual` the diffusion variable is the difference of the latents from the
+linear blend of their keyframes (zero at the keyframes), predicted as x0 (plain MSE), and a
+converted keyframe model starts with `conv_out` at zero: it returns the blend before training.
+
 The model starts from `model.pretrained`'s U-Net: a keyframe model (or an inflated Stable Diffusion
 U-Net from `magicvideo init-from-sd`) is converted by `from_keyframe_model`; an interpolation
 pipeline's U-Net is used as it is. Data, latent cache, resume, EMA, checkpoints and metrics are the
@@ -21,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.training_utils import compute_snr
 
-from ..models.interpolation import from_keyframe_model, is_interpolation_unet, window_layout
+from ..models.interpolation import from_keyframe_model, is_interpolation_unet, linear_blend, window_layout
 from ..video_io import write_video
 from .config import Config
 from .diffusion import DiffusionTask
@@ -45,9 +49,12 @@ class InterpolationTask(DiffusionTask):
             raise ValueError(f"data.num_frames = {data.num_frames}: must be m * {stride} + 1 frames (m >= 2) for "
                              f"interpolation.keyframe_stride = {stride}, e.g. {5 * stride + 1}")
         super().__init__(config, accelerator)
+        self.residual = config.interpolation.residual
+        if self.residual:
+            self.scheduler = DDPMScheduler.from_config(self.scheduler.config, prediction_type="sample")
         if not is_interpolation_unet(self.model):
             logger.info("converting the pretrained U-Net into an interpolation U-Net (from_keyframe_model)")
-            self.model = from_keyframe_model(self.model)
+            self.model = from_keyframe_model(self.model, zero_output=self.residual)
         if data.num_frames > self.model.config.num_frames:
             raise ValueError(f"data.num_frames = {data.num_frames} exceeds the model's num_frames "
                              f"{self.model.config.num_frames}")
@@ -74,18 +81,21 @@ class InterpolationTask(DiffusionTask):
         latents, context = self.conditioning(batch)
         noise, timesteps = position_noise(self.config.train.seed, batch["position"], latents.shape[1:],
                                           self.scheduler.config.num_train_timesteps, self.device)
-        noisy = self.scheduler.add_noise(latents, noise, timesteps)
         conditioning, between = self.inputs(latents)
-        if self.scheduler.config.prediction_type == "v_prediction":
+        if self.residual:
+            latents = latents - linear_blend(conditioning)
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        kind = self.scheduler.config.prediction_type
+        if kind == "v_prediction":
             target = self.scheduler.get_velocity(latents, noise, timesteps)
         else:
-            target = noise
+            target = latents if kind == "sample" else noise
         model_input = torch.cat([noisy, conditioning.to(noisy)], dim=1)
         prediction = model(model_input, timesteps, context, fps=batch["fps"].to(self.device)).sample
         error = F.mse_loss(prediction.float(), target.float(), reduction="none")[:, :, between.to(self.device)]
         per_clip = error.flatten(1).mean(1)
         gamma = self.config.train.snr_gamma
-        if not gamma:
+        if not gamma or kind == "sample":
             return per_clip.mean()
         snr = compute_snr(self.scheduler, timesteps)
         weight = torch.clamp(snr, max=gamma) / (snr + 1 if self.scheduler.config.prediction_type == "v_prediction" else snr)
@@ -97,7 +107,7 @@ class InterpolationTask(DiffusionTask):
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
         return MagicVideoInterpolationPipeline(unet=unet, vae=self.vae, text_encoder=self.text_encoder,
                                                tokenizer=self.tokenizer, scheduler=scheduler,
-                                               keyframe_stride=self.stride)
+                                               keyframe_stride=self.stride, residual=self.residual)
 
     @torch.no_grad()
     def sample(self, unet, folder: Path) -> None:

@@ -55,7 +55,8 @@ def build_sr_unet(config: Config) -> SuperResolutionUNet:
         return unet
     return SuperResolutionUNet(scale=sr.scale, pixel_shuffle=sr.pixel_shuffle, block_out_channels=tuple(sr.block_out_channels),
                                layers_per_block=sr.layers_per_block, norm_num_groups=sr.norm_num_groups,
-                               residual_scale=sr.residual_scale, prediction_type=config.train.prediction_type)
+                               residual_scale=sr.residual_scale, head_channels=sr.head_channels,
+                               prediction_type=config.train.prediction_type)
 
 
 def noise_scheduler(config: Config) -> DDPMScheduler:
