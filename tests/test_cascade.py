@@ -75,6 +75,14 @@ def test_save_and_load_one_folder_with_every_stage(cascade, tmp_path):
     assert isinstance(loaded.keyframes.vae, VideoAutoencoderKL)
     a, b = run(cascade, upscale=True), run(loaded, upscale=True)
     assert np.allclose(a.frames, b.frames, atol=1e-6)
+    # only the stages asked for
+    keyframes = MagicVideoCascadePipeline.from_pretrained(tmp_path / "cascade", device="cpu", stages=["keyframes"])
+    assert keyframes.interpolation is None and keyframes.upscaler is None
+    assert np.array_equal(run(keyframes).frames, run(loaded, interpolate=False).frames)
+    for stages in (["interpolation"], ["keyframes", "decode"]):
+        with pytest.raises(InvalidArgumentError) as info:
+            MagicVideoCascadePipeline.from_pretrained(tmp_path / "cascade", stages=stages)
+        assert info.value.argument == "stages"
     # a keyframe pipeline folder is a cascade of one stage
     cascade.keyframes.save_pretrained(tmp_path / "keyframes")
     single = MagicVideoCascadePipeline.from_pretrained(tmp_path / "keyframes", device="cpu")

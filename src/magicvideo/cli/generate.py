@@ -70,12 +70,18 @@ def pipeline_from_args(args):
 
 
 def cascade_from_args(args):
-    """The cascade of --model (a keyframe pipeline folder is a cascade of one stage), with the
-    stage flags checked against the stages it has."""
+    """The cascade of --model (a keyframe pipeline folder is a cascade of one stage), with only the
+    stages the flags can use loaded: no interpolation with --keyframes-only, no super-resolution
+    without --upscale."""
     from ..loading import BUNDLED_CASCADE
     from ..pipelines.cascade import MagicVideoCascadePipeline
 
-    cascade = MagicVideoCascadePipeline.from_pretrained(args.model or BUNDLED_CASCADE, args.device, args.dtype)
+    if args.keyframes_only and (args.interpolate or args.upscale):
+        raise UserError("--keyframes-only: cannot be combined with --interpolate or --upscale")
+    stages = ("keyframes", *(() if args.keyframes_only else ("interpolation",)),
+              *(("upscale",) if args.upscale is not None else ()))
+    cascade = MagicVideoCascadePipeline.from_pretrained(args.model or BUNDLED_CASCADE, args.device, args.dtype,
+                                                        stages=stages)
     if args.scheduler:
         cascade.keyframes.set_scheduler(args.scheduler)
     return cascade

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,31 +74,39 @@ class MagicVideoCascadePipeline:
     # -- loading and saving ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, dtype: str | None = None,
-                        progress_bar: bool = True) -> "MagicVideoCascadePipeline":
-        """A cascade folder, or a keyframe pipeline folder (a cascade of its keyframe stage only)."""
+                        progress_bar: bool = True, stages: Iterable[str] = STAGES) -> "MagicVideoCascadePipeline":
+        """A cascade folder, or a keyframe pipeline folder (a cascade of its keyframe stage only).
+
+        `stages`: the stages to load, "keyframes" among them; the others are left out (None), so
+        that e.g. a keyframes-only run neither imports nor loads the interpolation and
+        super-resolution models."""
         from ..loading import load_pipeline, pipeline_folder
 
+        wanted = set(stages)
+        if "keyframes" not in wanted or not wanted <= set(STAGES):
+            raise InvalidArgumentError("stages", f"must name 'keyframes' and only stages of {STAGES}, "
+                                       f"got {sorted(wanted)}")
         root = Path(path)
         index = _read_index(root)
         if index.get("_class_name") != KIND:
             return cls(load_pipeline(root, device, dtype, progress_bar))
-        stages = {}
+        folders = {}
         for stage in STAGES:
             sub = index.get(stage)
             if stage == "keyframes" and not sub:
                 raise InvalidArgumentError("model", f"{root / 'model_index.json'} names no keyframes stage")
-            stages[stage] = None if not sub else root / sub
-        pipeline_folder(stages["keyframes"])
-        keyframes = load_pipeline(stages["keyframes"], device, dtype, progress_bar)
+            folders[stage] = root / sub if sub and stage in wanted else None
+        pipeline_folder(folders["keyframes"])
+        keyframes = load_pipeline(folders["keyframes"], device, dtype, progress_bar)
         interpolation = upscaler = None
-        if stages["interpolation"] is not None:
+        if folders["interpolation"] is not None:
             from .interpolation import load_interpolation_pipeline
 
-            interpolation = load_interpolation_pipeline(stages["interpolation"], device, dtype, progress_bar)
-        if stages["upscale"] is not None:
+            interpolation = load_interpolation_pipeline(folders["interpolation"], device, dtype, progress_bar)
+        if folders["upscale"] is not None:
             from .upscale import load_upscale_pipeline
 
-            upscaler = load_upscale_pipeline(stages["upscale"]).to(keyframes.device)
+            upscaler = load_upscale_pipeline(folders["upscale"]).to(keyframes.device)
             upscaler.set_progress_bar_config(disable=not progress_bar, leave=False)
         return cls(keyframes, interpolation, upscaler)
 
