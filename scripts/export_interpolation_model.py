@@ -46,9 +46,13 @@ def from_checkpoint(checkpoint: Path, run_config: Path, keyframe_model: Path) ->
                 for param, shadow in zip(params, state["shadow_params"], strict=True):
                     param.copy_(shadow)
             print(f"EMA weights from {path.name} (step {state.get('optimization_step')})")
+    residual = config.interpolation.residual  # x0 of the difference from the blend (training/interpolation_task.py)
+    scheduler = keyframes.scheduler
+    if residual:
+        scheduler = type(scheduler).from_config(scheduler.config, prediction_type="sample")
     return MagicVideoInterpolationPipeline(unet=unet, vae=keyframes.vae, text_encoder=keyframes.text_encoder,
-                                           tokenizer=keyframes.tokenizer, scheduler=keyframes.scheduler,
-                                           keyframe_stride=config.interpolation.keyframe_stride)
+                                           tokenizer=keyframes.tokenizer, scheduler=scheduler,
+                                           keyframe_stride=config.interpolation.keyframe_stride, residual=residual)
 
 
 def main() -> None:

@@ -236,7 +236,7 @@ def test_training_task_runs_resumes_and_saves_a_loadable_pipeline(tmp_path, pred
         return config_from_dict({
             "task": "super_resolution",
             "sr": {"pixel_shuffle": 2, "block_out_channels": [8, 16], "norm_num_groups": 4, "patch_size": 32,
-                   "sample_steps": 1},
+                   "sample_steps": 1, "head_channels": 4},
             "train": {"batch_size": 2, "max_steps": steps, "warmup_steps": 0, "ema_decay": 0.9,
                       "beta_schedule": "squaredcos_cap_v2", "prediction_type": prediction_type},
             "output": {"output_dir": str(tmp_path / "run"), "checkpoint_every": 2, "log_every": 1},
@@ -250,6 +250,7 @@ def test_training_task_runs_resumes_and_saves_a_loadable_pipeline(tmp_path, pred
     pipe = load_upscale_pipeline(final)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.scheduler.config.prediction_type == pipe.unet.config.prediction_type == prediction_type
+    assert pipe.unet.config.head_channels == 4 and pipe.unet.head is not None  # the full-resolution head is saved
     assert pipe(clip(1, 8, 8), num_inference_steps=1).frames.shape == (1, 32, 32, 3)
     # a fine-tune starts from the saved unet (here with the other prediction type)
     other = "v_prediction" if prediction_type == "sample" else "sample"

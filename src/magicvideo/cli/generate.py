@@ -32,12 +32,12 @@ def register(subparsers) -> None:
     stages.add_argument("--interpolate", type=int, metavar="K",
                         help="interpolation factor (default: the model's, when it has an interpolation stage); "
                         "must be the factor the interpolation model was trained for")
-    stages.add_argument("--interpolation-steps", type=int, help="denoising steps of the interpolation stage (default: --steps)")
+    stages.add_argument("--interpolation-steps", type=int, help="denoising steps of the interpolation stage (default: 10)")
     stages.add_argument("--decoder", choices=("video", "image"), default="video",
                         help="video: the VideoVAE's temporal decoder (when the model has one); image: the image "
                         "decoder frame by frame (default: video)")
     stages.add_argument("--upscale", type=int, metavar="S", help="super-resolution factor (the SR model's, 4)")
-    stages.add_argument("--upscale-steps", type=int, help="denoising steps of the super-resolution stage (default: its own, 4)")
+    stages.add_argument("--upscale-steps", type=int, help="denoising steps of the super-resolution stage (default: its own, 1)")
     stages.add_argument("--noise-level", type=int, help="noise augmentation of the super-resolution input (default: its own)")
     p.set_defaults(func=run, argument_flags=OPTION_NAMES)
 

@@ -26,8 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--scale", type=int, default=4, help="upscaling factor; must be the model's (default: 4)")
     p.add_argument("--model", help="an SR pipeline folder (`magicvideo train` with task super_resolution, final/) or a "
                    "StableDiffusionUpscalePipeline folder (default: the bundled digits SR model)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: 4 for the SR model, 20 for SD x4)")
-    p.add_argument("--noise-level", type=int, default=20, help="noise augmentation of the input frames (default: 20)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: 1 for the SR model, 20 for SD x4)")
+    p.add_argument("--noise-level", type=int, default=None,
+                   help="noise augmentation of the input frames (default: 0 for the SR model, 20 for SD x4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--independent-noise", action="store_true",
                    help="draw fresh noise for every frame instead of sharing it (more flicker; for comparison)")
@@ -83,15 +84,17 @@ def run(args) -> int:
             from ..pipelines.upscale import SDUpscaleStage
 
             stage = SDUpscaleStage(args.model)
-            out = stage(frames, prompt=args.prompt, num_inference_steps=args.steps or 20, noise_level=args.noise_level,
+            out = stage(frames, prompt=args.prompt, num_inference_steps=args.steps or 20,
+                        noise_level=20 if args.noise_level is None else args.noise_level,
                         seed=args.seed, shared_noise=not args.independent_noise, batch_size=args.batch_size,
                         output_type="uint8", scale=args.scale).frames
         else:
-            from ..pipelines.upscale import DEFAULT_STEPS, load_upscale_pipeline
+            from ..pipelines.upscale import DEFAULT_NOISE_LEVEL, DEFAULT_STEPS, load_upscale_pipeline
 
             pipe = load_upscale_pipeline(args.model)
             pipe.set_progress_bar_config(leave=False)
-            out = pipe(frames, num_inference_steps=args.steps or DEFAULT_STEPS, noise_level=args.noise_level,
+            out = pipe(frames, num_inference_steps=args.steps or DEFAULT_STEPS,
+                       noise_level=DEFAULT_NOISE_LEVEL if args.noise_level is None else args.noise_level,
                        generator=torch.Generator().manual_seed(args.seed), shared_noise=not args.independent_noise,
                        output_type="uint8", scale=args.scale, batch_size=args.batch_size).frames
     except InvalidArgumentError as err:

@@ -26,6 +26,8 @@ import torch
 
 from ..errors import InvalidArgumentError
 
+# Steps of the interpolation stage unless given: the bundled residual model was measured at 10 (docs/interpolation.md).
+DEFAULT_INTERPOLATION_STEPS = 10
 KIND = "MagicVideoCascadePipeline"
 STAGES = ("keyframes", "interpolation", "upscale")
 DECODERS = ("video", "image")
@@ -191,7 +193,8 @@ class MagicVideoCascadePipeline:
         """Generate one clip through every enabled stage.
 
         `interpolate` (default: when the cascade has the stage) multiplies the frame rate by the
-        interpolation model's factor; `decoder` "video" (the VideoVAE's temporal decoder, when the
+        interpolation model's factor, in `interpolation_steps` steps (default 10, as measured in
+        docs/interpolation.md); `decoder` "video" (the VideoVAE's temporal decoder, when the
         VAE is one) or "image"; `upscale` runs super-resolution (`upscale_steps`, `noise_level`:
         its own defaults when None). `seed` seeds every stage (stage i uses seed + i)."""
         interpolate = self.interpolation is not None if interpolate is None else interpolate
@@ -215,7 +218,7 @@ class MagicVideoCascadePipeline:
                                 callback_on_step_end=progress("keyframes", num_inference_steps)).frames
         out_fps = float(fps)
         if interpolate:
-            steps = interpolation_steps or num_inference_steps
+            steps = interpolation_steps or DEFAULT_INTERPOLATION_STEPS
             latents = run.interpolation(keyframe_latents=latents, prompt=prompt, fps=fps, num_inference_steps=steps,
                                         generator=generator(1), output_type="latent",
                                         callback_on_step_end=progress("interpolation", steps)).frames
