@@ -244,6 +244,7 @@ class MagicVideoCascadePipeline:
                         upscale=upscale, upscale_steps=upscale_steps, noise_level=noise_level, scheduler=scheduler)
         return CascadeOutput(np.asarray(frames, dtype=np.float32), out_fps, stages, settings)
 
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor, decoder: str = "video") -> np.ndarray:
         """Scaled latents (1, C, F, h, w) -> frames (F, H, W, 3) in [0, 1]."""
         from ..models.video_vae import decode_latents_video
