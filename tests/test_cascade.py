@@ -102,4 +102,9 @@ def test_progress_callback_reports_every_stage(cascade):
     seen = []
     run(cascade, upscale=True, callback=lambda stage, step, total: seen.append((stage, step, total)))
     assert [s for s in seen if s[0] == "keyframes"] == [("keyframes", 1, 2), ("keyframes", 2, 2)]
-    assert ("interpolation", 2, 2) in seen and seen[-1] == ("upscale", 1, 1)
+    # the interpolation stage runs its own default step count unless given one
+    assert [s for s in seen if s[0] == "interpolation"] == [("interpolation", i, 10) for i in range(1, 11)]
+    assert seen[-1] == ("upscale", 1, 1)
+    seen.clear()
+    run(cascade, interpolation_steps=3, callback=lambda stage, step, total: seen.append((stage, step, total)))
+    assert [s for s in seen if s[0] == "interpolation"] == [("interpolation", i, 3) for i in range(1, 4)]
