@@ -1,7 +1,7 @@
 """Where one denoising step of MagicVideoUNet3D spends its time, by module kind and by op
 (torch.profiler), at SD 1.5 widths by default: 16 frames of 32x32 latents, 77 text tokens, fp32.
 
-    PYTHONPATH=src python benchmarks/profile_step.py [--widths sd15|small|tiny] [--frames 16] [--size 32]
+    python benchmarks/profile_step.py [--widths sd15|small|tiny] [--frames 16] [--size 32]
 
 Module kinds are timed with `record_function` ranges opened by forward hooks (inclusive of their
 children, so the kinds are chosen not to nest: a spatial transformer's time is split into its

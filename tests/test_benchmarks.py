@@ -18,3 +18,22 @@ def test_gpu_benchmark_runs_on_cpu():
     for r in rows:
         assert r["step_s"] > 0 and r["peak_gib"] > 0 and r["generation_2_steps_s"] > 0
     assert "time ratio" in result.stdout
+
+
+def test_step_profile_splits_the_step_into_module_kinds():
+    script = SCRIPT.parent / "profile_step.py"
+    result = subprocess.run([sys.executable, str(script), "--widths", "tiny", "--frames", "4", "--size", "8"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {}
+    for line in result.stdout.splitlines():
+        parts = line.rsplit(maxsplit=2)
+        if len(parts) == 3 and parts[2].endswith("%"):
+            rows[parts[0].strip()] = float(parts[1])
+    kinds = ["spatial transformer block", "res-block", "directed temporal attention", "frame-wise adaptors", "the rest"]
+    for kind in kinds:
+        assert any(name.startswith(kind) for name in rows), (kind, result.stdout)
+    total = float(result.stdout.split("one step ")[1].split(" s")[0])
+    assert all(seconds > 0 for seconds in rows.values())
+    parts = [s for name, s in rows.items() if not name.startswith(("frame-wise", "the rest"))]
+    assert sum(parts) <= total * 1.01  # the kinds do not overlap
