@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
-from diffusers.training_utils import compute_snr
 
 from ..manifest import ManifestColumns, read_manifest
 from ..text import context_length, encode_prompts
@@ -26,7 +25,7 @@ from .cache import CachedClipDataset, cache_exists
 from .components import load_components
 from .config import Config
 from .clips import sample_rng
-from .trainer import clip_spec, position_noise, video_dataset
+from .trainer import clip_spec, min_snr_weight, position_noise, prediction_target, video_dataset
 
 logger = logging.getLogger("magicvideo.training")
 
@@ -83,18 +82,12 @@ class DiffusionTask:
         noise, timesteps = position_noise(self.config.train.seed, batch["position"], latents.shape[1:],
                                           self.scheduler.config.num_train_timesteps, self.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
-        if self.scheduler.config.prediction_type == "v_prediction":
-            target = self.scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
+        target = prediction_target(self.scheduler, latents, noise, timesteps)
         prediction = model(noisy, timesteps, context, fps=batch["fps"].to(self.device)).sample
         gamma = self.config.train.snr_gamma
         if not gamma:
             return F.mse_loss(prediction.float(), target.float())
-        # Min-SNR-gamma: weight each clip's MSE by min(SNR(t), gamma) / SNR(t) (for v-prediction
-        # the target's scale adds 1 to the denominator), which balances the timesteps' gradients.
-        snr = compute_snr(self.scheduler, timesteps)
-        weight = torch.clamp(snr, max=gamma) / (snr + 1 if self.scheduler.config.prediction_type == "v_prediction" else snr)
+        weight = min_snr_weight(self.scheduler, timesteps, gamma)
         per_clip = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)
         return (per_clip * weight).mean()
 

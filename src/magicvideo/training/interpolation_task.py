@@ -26,13 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
-from diffusers.training_utils import compute_snr
 
 from ..models.interpolation import from_keyframe_model, is_interpolation_unet, linear_blend, window_layout
 from ..video_io import write_video
 from .config import Config
 from .diffusion import DiffusionTask
-from .trainer import position_noise
+from .trainer import min_snr_weight, position_noise, prediction_target
 
 logger = logging.getLogger("magicvideo.training")
 
@@ -85,21 +84,15 @@ class InterpolationTask(DiffusionTask):
         if self.residual:
             latents = latents - linear_blend(conditioning)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
-        kind = self.scheduler.config.prediction_type
-        if kind == "v_prediction":
-            target = self.scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = latents if kind == "sample" else noise
+        target = prediction_target(self.scheduler, latents, noise, timesteps)
         model_input = torch.cat([noisy, conditioning.to(noisy)], dim=1)
         prediction = model(model_input, timesteps, context, fps=batch["fps"].to(self.device)).sample
         error = F.mse_loss(prediction.float(), target.float(), reduction="none")[:, :, between.to(self.device)]
         per_clip = error.flatten(1).mean(1)
         gamma = self.config.train.snr_gamma
-        if not gamma or kind == "sample":
+        if not gamma or self.scheduler.config.prediction_type == "sample":  # x0 (residual): plain MSE
             return per_clip.mean()
-        snr = compute_snr(self.scheduler, timesteps)
-        weight = torch.clamp(snr, max=gamma) / (snr + 1 if self.scheduler.config.prediction_type == "v_prediction" else snr)
-        return (per_clip * weight).mean()
+        return (per_clip * min_snr_weight(self.scheduler, timesteps, gamma)).mean()
 
     def pipeline(self, unet):
         from ..pipelines.interpolation import MagicVideoInterpolationPipeline

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from ..models.super_resolution import SuperResolutionUNet, augment, upsample
 from .config import Config
-from .trainer import sample_generator
+from .trainer import prediction_target, sample_generator
 
 
 class HiresDigitPatches(Dataset):
@@ -94,13 +94,7 @@ class SuperResolutionTask:
         condition = augment(up, levels, self.scheduler.alphas_cumprod, aug_noise)
         noisy = self.scheduler.add_noise(residual, noise, timesteps)
         prediction = model(noisy, timesteps, condition, levels)
-        kind = self.scheduler.config.prediction_type
-        if kind == "epsilon":
-            target = noise
-        elif kind == "sample":  # x0: the residual itself
-            target = residual
-        else:
-            target = self.scheduler.get_velocity(residual, noise, timesteps)
+        target = prediction_target(self.scheduler, residual, noise, timesteps)  # x0: the residual itself
         return F.mse_loss(prediction.float(), target.float())
 
     def pipeline(self, unet):

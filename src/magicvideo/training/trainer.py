@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from diffusers.training_utils import compute_snr
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
@@ -50,6 +51,22 @@ def position_noise(seed: int, positions, shape, num_timesteps: int, device) -> t
         noise.append(torch.randn(tuple(shape), generator=generator))
         timesteps.append(torch.randint(0, num_timesteps, (), generator=generator))
     return torch.stack(noise).to(device), torch.stack(timesteps).to(device)
+
+
+def prediction_target(scheduler, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What a model trained with `scheduler`'s prediction type predicts for `sample` noised with `noise`
+    at `timesteps`: the noise (epsilon), the velocity (v_prediction) or the sample itself (x0)."""
+    kind = scheduler.config.prediction_type
+    if kind == "v_prediction":
+        return scheduler.get_velocity(sample, noise, timesteps)
+    return sample if kind == "sample" else noise
+
+
+def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights (Hang et al. 2023) of per-sample MSEs: min(SNR(t), gamma) / SNR(t), with
+    SNR(t) + 1 as the denominator for v-prediction (the target's scale), balancing the timesteps."""
+    snr = compute_snr(scheduler, timesteps)
+    return torch.clamp(snr, max=gamma) / (snr + 1 if scheduler.config.prediction_type == "v_prediction" else snr)
 
 
 def clip_spec(config: Config) -> ClipSpec:
