@@ -79,24 +79,23 @@ def run(args) -> int:
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()
+    # flags left out take the stage's own defaults (ours: 1 step, noise level 0; SD x4: 20 and 20)
+    given = {name: value for name, value in (("num_inference_steps", args.steps), ("noise_level", args.noise_level))
+             if value is not None}
     try:
         if kind == "StableDiffusionUpscalePipeline":
             from ..pipelines.upscale import SDUpscaleStage
 
             stage = SDUpscaleStage(args.model)
-            out = stage(frames, prompt=args.prompt, num_inference_steps=args.steps or 20,
-                        noise_level=20 if args.noise_level is None else args.noise_level,
-                        seed=args.seed, shared_noise=not args.independent_noise, batch_size=args.batch_size,
-                        output_type="uint8", scale=args.scale).frames
+            out = stage(frames, prompt=args.prompt, seed=args.seed, shared_noise=not args.independent_noise,
+                        batch_size=args.batch_size, output_type="uint8", scale=args.scale, **given).frames
         else:
-            from ..pipelines.upscale import DEFAULT_NOISE_LEVEL, DEFAULT_STEPS, load_upscale_pipeline
+            from ..pipelines.upscale import load_upscale_pipeline
 
             pipe = load_upscale_pipeline(args.model)
             pipe.set_progress_bar_config(leave=False)
-            out = pipe(frames, num_inference_steps=args.steps or DEFAULT_STEPS,
-                       noise_level=DEFAULT_NOISE_LEVEL if args.noise_level is None else args.noise_level,
-                       generator=torch.Generator().manual_seed(args.seed), shared_noise=not args.independent_noise,
-                       output_type="uint8", scale=args.scale, batch_size=args.batch_size).frames
+            out = pipe(frames, generator=torch.Generator().manual_seed(args.seed), shared_noise=not args.independent_noise,
+                       output_type="uint8", scale=args.scale, batch_size=args.batch_size, **given).frames
     except InvalidArgumentError as err:
         raise UserError(f"{FLAGS.get(err.argument, err.argument)}: {err.message}") from None
     path = write_video(args.out, out, args.fps or fps)
