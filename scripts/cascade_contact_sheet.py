@@ -6,8 +6,8 @@
 Rows: keyframes (8 fps, shown at their positions in the 24 fps clip; the cells between are empty),
 interpolated (24 fps, decoded by the image decoder), decoded by the cascade's decoder (the VideoVAE
 when the cascade has one, else the image decoder again), and upscaled x4 (256 px, shown at 128 px).
-The stages run exactly as `MagicVideoCascadePipeline.__call__` runs them (same seeds: stage i uses
-seed + i).
+Each row is one call of the cascade with its stage options (`interpolate`, `decoder`, `upscale`):
+the seed gives every call the same keyframes (stage i uses seed + i), so the rows show one clip.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from magicvideo.loading import BUNDLED_CASCADE
-from magicvideo.pipelines.cascade import DEFAULT_INTERPOLATION_STEPS, MagicVideoCascadePipeline
+from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
 
 
 def cell(frame: np.ndarray, size: int) -> Image.Image:
@@ -41,20 +40,18 @@ def main() -> None:
     cascade = MagicVideoCascadePipeline.from_pretrained(args.model, progress_bar=False)
     if cascade.interpolation is None:
         parser.error("--model: the cascade has no interpolation stage")
-    run = cascade.fork()
-    gen = lambda i: torch.Generator().manual_seed(args.seed + i)  # noqa: E731
-    keys = run.keyframes(args.prompt, fps=args.fps, generator=gen(0), output_type="latent").frames
-    latents = run.interpolation(keyframe_latents=keys, prompt=args.prompt, fps=args.fps, generator=gen(1),
-                                num_inference_steps=DEFAULT_INTERPOLATION_STEPS, output_type="latent").frames
-    k = run.interpolation.keyframe_stride
-    image = cascade.decode(latents, "image")
-    decoded = cascade.decode(latents, "video")
-    rows = {"keyframes": {i: image[i] for i in range(0, args.frames, k)},
-            "interpolated": dict(enumerate(image[: args.frames])),
-            "decoded (VideoVAE)" if cascade.has_video_decoder else "decoded (image decoder)": dict(enumerate(decoded[: args.frames]))}
+
+    def run(**stages) -> np.ndarray:
+        return cascade(args.prompt, fps=args.fps, seed=args.seed, **stages).frames[: args.frames]
+
+    k = cascade.interpolation.keyframe_stride
+    keyframes = run(interpolate=False, decoder="image")
+    decoder = "decoded (VideoVAE)" if cascade.has_video_decoder else "decoded (image decoder)"
+    rows = {"keyframes": {i: keyframes[i // k] for i in range(0, args.frames, k)},
+            "interpolated": dict(enumerate(run(decoder="image"))),
+            decoder: dict(enumerate(run()))}
     if cascade.upscaler is not None:
-        up = run.upscaler(decoded[: args.frames], generator=gen(2)).frames
-        rows["upscaled x4"] = dict(enumerate(up))
+        rows["upscaled x4"] = dict(enumerate(run(upscale=True)))
     label = 150
     sheet = Image.new("RGB", (label + args.frames * args.size, len(rows) * args.size), (40, 40, 40))
     draw = ImageDraw.Draw(sheet)
