@@ -307,3 +307,64 @@ def test_first_frame_spatial_attention_keeps_frame_zero_stays_causal_and_adds_no
         assert torch.equal(loaded(sample, t, context).sample, anchored)
     with pytest.raises(ValueError, match="spatial_attention"):
         unet.set_spatial_attention("all_frames")
+
+
+def test_space_time_temporal_attention_is_causal_reaches_other_positions_and_switches_without_new_weights(tmp_path):
+    """temporal_attention_scope="space_time": a token attends to every spatial token of its own and
+    earlier frames. On a 1x1 feature map it is exactly the per-position attention; it stays directed;
+    unlike the per-position attention it lets a change at one spatial position of frame 0 reach other
+    positions of later frames through the temporal branch alone; switching keeps the weights."""
+    from magicvideo.models.temporal_attention import DirectedTemporalAttention
+
+    layer = randomize_(DirectedTemporalAttention(16, 4, "directed", "position"), seed=2, std=0.3)
+    x = torch.randn(2 * FRAMES, 16, 1, 1, generator=torch.Generator().manual_seed(0))
+    per_position = layer(x, FRAMES)
+    layer.scope = "space_time"
+    assert torch.allclose(layer(x, FRAMES), per_position, atol=1e-6)
+    x = torch.randn(2 * FRAMES, 16, 3, 3, generator=torch.Generator().manual_seed(1))
+    moved = x.clone().view(2, FRAMES, 16, 3, 3)
+    moved[:, 0, :, 2, 2] += torch.randn(2, 16, generator=torch.Generator().manual_seed(2))
+    moved = moved.reshape_as(x)
+    for scope, reaches in (("position", False), ("space_time", True)):
+        layer.scope = scope
+        with torch.no_grad():
+            change = (layer(moved, FRAMES) - layer(x, FRAMES)).view(2, FRAMES, 16, 9).abs().amax(dim=(0, 2))
+        assert bool((change[1:, :8] > 1e-3).all()) is reaches  # frames 1.. at the other 8 positions
+
+    unet = randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES).eval(), seed=1, std=0.1)
+    sample, t, context = inputs()
+    names = [name for name, _ in unet.named_parameters()]
+    with torch.no_grad():
+        before = unet(sample, t, context).sample
+        unet.set_temporal_attention(scope="space_time")
+        space_time = unet(sample, t, context).sample
+        changed = sample.clone()
+        changed[:, :, 3:] += torch.randn_like(changed[:, :, 3:])
+        later = unet(changed, t, context).sample
+    assert [name for name, _ in unet.named_parameters()] == names
+    assert (space_time - before).abs().max() > 1e-3
+    assert torch.equal(later[:, :, :3], space_time[:, :, :3])
+    unet.save_pretrained(tmp_path / "u")
+    loaded = MagicVideoUNet3D.from_pretrained(tmp_path / "u").eval()
+    assert (loaded.config.temporal_attention, loaded.config.temporal_attention_scope) == ("directed", "space_time")
+    with torch.no_grad():
+        assert torch.equal(loaded(sample, t, context).sample, space_time)
+
+
+def test_switching_the_temporal_attention_mask_equals_building_with_it():
+    """set_temporal_attention("bidirectional") on a directed model gives the output of the model built
+    bidirectional with the same weights; "none" cannot be switched to (it would drop weights)."""
+    directed = randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES).eval(), seed=1, std=0.1)
+    built = MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, temporal_attention="bidirectional").eval()
+    built.load_state_dict(directed.state_dict())
+    sample, t, context = inputs()
+    directed.set_temporal_attention("bidirectional")
+    with torch.no_grad():
+        assert torch.equal(directed(sample, t, context).sample, built(sample, t, context).sample)
+    assert directed.config.temporal_attention == "bidirectional"
+    with pytest.raises(ValueError, match="temporal_attention"):
+        directed.set_temporal_attention("none")
+    with pytest.raises(ValueError, match="temporal_attention_scope"):
+        directed.set_temporal_attention(scope="global")
+    with pytest.raises(ValueError, match="no temporal attention"):
+        MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, temporal_attention="none").set_temporal_attention("directed")

@@ -12,6 +12,14 @@ Modes:
   frame p takes from earlier ones.
 - ``"bidirectional"``: every frame attends to every frame (ablation).
 - ``"none"``: no temporal attention at all (the model has adaptors only; ablation).
+
+Scopes (beyond the paper, a config switch; issue #13):
+- ``"position"`` (default, the paper): a token attends to the other frames' tokens at its own
+  spatial position, a sequence of F tokens.
+- ``"space_time"``: a token attends to every spatial token of the frames it may see (all frames'
+  for "bidirectional", frames q <= p for the directed modes), a sequence of F * H * W tokens, so
+  that it can follow content that moves between frames. Same weights as "position": a trained
+  model can be switched.
 """
 
 from __future__ import annotations
@@ -23,37 +31,47 @@ from einops import rearrange
 from torch import nn
 
 TEMPORAL_ATTENTION_MODES = ("directed", "directed_post_softmax", "bidirectional", "none")
+TEMPORAL_ATTENTION_SCOPES = ("position", "space_time")
 
 
-def temporal_attention(q, k, v, mode: str) -> torch.Tensor:
-    """Multi-head attention over frames; q, k, v are (N, heads, F, d)."""
-    if mode == "directed":
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+def temporal_attention(q, k, v, mode: str, frame_of_token: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-head attention over frames; q, k, v are (N, heads, L, d). `frame_of_token` (L,) is the
+    frame of each token (None: token i is frame i); the directed modes let a token see the tokens
+    of its own and earlier frames."""
     if mode == "bidirectional":
         return F.scaled_dot_product_attention(q, k, v)
+    if mode == "directed" and frame_of_token is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if frame_of_token is None:
+        frame_of_token = torch.arange(q.shape[-2], device=q.device)
+    visible = frame_of_token[None, :] <= frame_of_token[:, None]  # (query, key)
+    if mode == "directed":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
     if mode == "directed_post_softmax":
-        frames = q.shape[-2]
         weights = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
-        mask = torch.ones(frames, frames, dtype=torch.bool, device=q.device).tril()
-        return (weights * mask) @ v
+        return (weights * visible) @ v
     raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTION_MODES}, got {mode!r}")
 
 
 class DirectedTemporalAttention(nn.Module):
-    """Multi-head self-attention over the frames at each spatial position.
+    """Multi-head self-attention over the frames at each spatial position (`scope="position"`) or
+    over all the tokens of the frames (`scope="space_time"`).
 
     LayerNorm, a sinusoidal frame-position encoding, q/k/v projections, attention over frames
     (masked according to `mode`) and an output projection initialised to zero, so that adding
     this branch to an image model leaves its output unchanged until trained.
     """
 
-    def __init__(self, channels: int, num_heads: int = 8, mode: str = "directed"):
+    def __init__(self, channels: int, num_heads: int = 8, mode: str = "directed", scope: str = "position"):
         super().__init__()
         if mode not in TEMPORAL_ATTENTION_MODES or mode == "none":
             raise ValueError(f"mode must be one of {TEMPORAL_ATTENTION_MODES[:-1]}, got {mode!r}")
+        if scope not in TEMPORAL_ATTENTION_SCOPES:
+            raise ValueError(f"scope must be one of {TEMPORAL_ATTENTION_SCOPES}, got {scope!r}")
         if channels % num_heads:
             raise ValueError(f"temporal attention: {channels} channels do not split into {num_heads} heads")
         self.mode = mode
+        self.scope = scope
         self.num_heads = num_heads
         self.norm = nn.LayerNorm(channels)
         self.to_q = nn.Linear(channels, channels, bias=False)
@@ -66,12 +84,17 @@ class DirectedTemporalAttention(nn.Module):
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """`x` is (batch * num_frames, C, H, W), frames folded into the batch."""
         f, (_, c, h, w) = num_frames, x.shape
-        tokens = rearrange(x, "(b f) c h w -> (b h w) f c", f=f)
-        position = get_timestep_embedding(torch.arange(f, device=x.device), c, flip_sin_to_cos=True)
-        tokens = self.norm(tokens) + position.to(tokens.dtype)
+        frame = torch.arange(f, device=x.device)
+        position = get_timestep_embedding(frame, c, flip_sin_to_cos=True).to(x.dtype)
+        if self.scope == "position":  # a sequence of frames at each spatial position
+            sequences, frame_of_token = "(b h w) f c", None
+        else:  # one sequence of all the clip's tokens
+            sequences, frame_of_token = "b (f h w) c", frame.repeat_interleave(h * w)
+            position = position.repeat_interleave(h * w, dim=0)
+        tokens = self.norm(rearrange(x, f"(b f) c h w -> {sequences}", f=f)) + position
         q, k, v = (
-            rearrange(proj(tokens), "n f (heads d) -> n heads f d", heads=self.num_heads)
+            rearrange(proj(tokens), "n l (heads d) -> n heads l d", heads=self.num_heads)
             for proj in (self.to_q, self.to_k, self.to_v)
         )
-        out = rearrange(temporal_attention(q, k, v, self.mode), "n heads f d -> n f (heads d)")
-        return rearrange(self.to_out(out), "(b h w) f c -> (b f) c h w", h=h, w=w)
+        out = rearrange(temporal_attention(q, k, v, self.mode, frame_of_token), "n heads l d -> n l (heads d)")
+        return rearrange(self.to_out(out), f"{sequences} -> (b f) c h w", f=f, h=h, w=w)

@@ -29,7 +29,7 @@ from einops import rearrange, repeat
 
 from .adaptor import add_frame_adaptors
 from .first_frame_attention import SPATIAL_ATTENTION_MODES, FirstFrameAttnProcessor
-from .temporal_attention import TEMPORAL_ATTENTION_MODES, DirectedTemporalAttention
+from .temporal_attention import TEMPORAL_ATTENTION_MODES, TEMPORAL_ATTENTION_SCOPES, DirectedTemporalAttention
 from .unet_3d_blocks import SUPPORTED_BLOCKS, FrameInputs, SpatioTemporalTransformer, down_block, mid_block, up_block
 
 # The subset of UNet2DConditionModel's configuration that the 3D U-Net supports (Stable Diffusion
@@ -72,7 +72,9 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
     `num_frames` (number of per-frame adaptor entries), `temporal_attention` (one of
     "directed", "directed_post_softmax", "bidirectional", "none"), `temporal_attention_heads`,
     `use_fps_embedding`, `spatial_attention` ("frame": the paper's per-frame spatial attention;
-    "first_frame": keys/values also from frame 0, see `first_frame_attention.py`).
+    "first_frame": keys/values also from frame 0, see `first_frame_attention.py`),
+    `temporal_attention_scope` ("position": the paper's attention over the frames at each spatial
+    position; "space_time": over all the tokens of the visible frames, see `temporal_attention.py`).
     """
 
     _supports_gradient_checkpointing = True
@@ -115,6 +117,7 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         temporal_attention_heads: int = 8,
         use_fps_embedding: bool = True,
         spatial_attention: str = "frame",
+        temporal_attention_scope: str = "position",
     ):
         super().__init__()
         if temporal_attention not in TEMPORAL_ATTENTION_MODES:
@@ -139,7 +142,7 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
             for name, child in list(parent.named_children()):
                 if isinstance(child, Transformer2DModel):
                     temporal = None if temporal_attention == "none" else DirectedTemporalAttention(
-                        child.in_channels, temporal_attention_heads, temporal_attention)
+                        child.in_channels, temporal_attention_heads, temporal_attention, temporal_attention_scope)
                     setattr(parent, name, SpatioTemporalTransformer.inflate(child, temporal))
         add_frame_adaptors(self, num_frames)
         self.set_spatial_attention(spatial_attention)
@@ -188,6 +191,22 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
                             attention.set_processor(FirstFrameAttnProcessor() if mode == "first_frame"
                                                     else AttnProcessor2_0())
         self.register_to_config(spatial_attention=mode)
+
+    def set_temporal_attention(self, mode: str | None = None, scope: str | None = None) -> None:
+        """Switch every temporal attention's mask (`mode`: "directed", "directed_post_softmax",
+        "bidirectional") and/or `scope` ("position", "space_time"); no weights change, so a trained
+        model can be switched (to or from "none" it cannot: that adds or removes weights)."""
+        layers = [module for module in self.modules() if isinstance(module, DirectedTemporalAttention)]
+        if not layers:
+            raise ValueError("this U-Net has no temporal attention (temporal_attention='none') to switch")
+        if mode is not None and (mode not in TEMPORAL_ATTENTION_MODES or mode == "none"):
+            raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTION_MODES[:-1]}, got {mode!r}")
+        if scope is not None and scope not in TEMPORAL_ATTENTION_SCOPES:
+            raise ValueError(f"temporal_attention_scope must be one of {TEMPORAL_ATTENTION_SCOPES}, got {scope!r}")
+        for layer in layers:
+            layer.mode = mode or layer.mode
+            layer.scope = scope or layer.scope
+        self.register_to_config(temporal_attention=layers[0].mode, temporal_attention_scope=layers[0].scope)
 
     def new_parameter_names(self) -> list[str]:
         """Names of the parameters MagicVideo adds to the image U-Net."""

@@ -54,6 +54,10 @@ class ModelConfig:
     # switch the U-Net's spatial self-attention ("frame": the paper's; "first_frame": keys/values also
     # from frame 0, models/first_frame_attention.py); None keeps the pretrained / model.unet setting
     spatial_attention: str | None = None
+    # switch the U-Net's temporal attention mask / scope (models/temporal_attention.py); None keeps
+    # the pretrained / model.unet setting
+    temporal_attention: str | None = None
+    temporal_attention_scope: str | None = None
     gradient_checkpointing: bool = False
 
 
@@ -182,6 +186,8 @@ CHOICES = {
     "sr.split": ("train", "test"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "model.spatial_attention": ("frame", "first_frame"),
+    "model.temporal_attention": ("directed", "directed_post_softmax", "bidirectional"),
+    "model.temporal_attention_scope": ("position", "space_time"),
     "train.prediction_type": ("epsilon", "v_prediction", "sample"),  # sample (x0): super_resolution only
     "vae.reconstruction_loss": ("l1", "mse"),
     "data.cache_dtype": ("float16", "float32"),
