@@ -4,7 +4,8 @@ shared across frames, and the guidance scale, on a fixed subset of the canonical
     PYTHONPATH=src python scripts/coherence_sampling.py --shared 0 0.5 0.8 --guidance 7.5 [--limit 24]
     PYTHONPATH=src python scripts/coherence_sampling.py --shared 0 --guidance 3 5 10
 
-eps_f = sqrt(a) * eps_shared + sqrt(1 - a) * eps_f per frame f (a = 0: the default independent noise).
+eps_f = sqrt(a) * eps_shared + sqrt(1 - a) * eps_f per frame f (a = 0: the default independent noise;
+the pipeline's `noise_sharing`, set here on a model trained without it).
 """
 
 import argparse
@@ -28,16 +29,12 @@ def main() -> None:
     args = parser.parse_args()
     pipe = load_pipeline(args.model, device="cpu", progress_bar=False)
     jobs = evaluation_jobs(limit=args.limit)
-    size = pipe.unet.config.sample_size
     for a in args.shared:
+        pipe.register_to_config(noise_sharing=a)  # the pipeline's own initial noise mixing
         for guidance in args.guidance:
             def generate(prompts, fps, seed):
-                g = torch.Generator().manual_seed(seed)
-                own = torch.randn((len(prompts), 4, 16, size, size), generator=g)
-                shared = torch.randn((len(prompts), 4, 1, size, size), generator=g)
-                latents = a**0.5 * shared + (1 - a) ** 0.5 * own
                 return pipe(prompts, fps=fps, num_inference_steps=args.steps, guidance_scale=guidance,
-                            latents=latents).frames
+                            generator=torch.Generator().manual_seed(seed)).frames
 
             metrics = evaluate_generator(generate, jobs, progress=False)
             print(json.dumps({"shared": a, "guidance": guidance, **{k: metrics[k] for k in KEYS}}), flush=True)

@@ -243,3 +243,36 @@ def test_cli_refuses_non_finite_numbers_and_seeds_out_of_range(tiny_pipeline_dir
     err = capsys.readouterr().err
     assert f"error: {flag}:" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_noise_sharing_mixes_a_frame_shared_draw_into_the_initial_noise(tiny_pipeline):
+    """A pipeline saved with noise_sharing a (its model trained so: train.noise_sharing) starts from
+    sqrt(a) * shared + sqrt(1 - a) * own, with `own` the very draw of a = 0 and `shared` the next
+    draw, one per clip, the same for every frame; a = 0 (the default) draws as before."""
+    plain = tiny_pipeline.prepare_latents(2, 5, 16, 16, torch.float32, "cpu", torch.Generator().manual_seed(0))
+    b, c, f, h, w = plain.shape
+    generator = torch.Generator().manual_seed(0)
+    own, shared = torch.randn(plain.shape, generator=generator), torch.randn((b, c, 1, h, w), generator=generator)
+    assert torch.equal(plain, own)
+    tiny_pipeline.register_to_config(noise_sharing=0.75)
+    try:
+        mixed = tiny_pipeline.prepare_latents(2, 5, 16, 16, torch.float32, "cpu", torch.Generator().manual_seed(0))
+    finally:
+        tiny_pipeline.register_to_config(noise_sharing=0.0)
+    assert torch.allclose(mixed, 0.75**0.5 * shared + 0.25**0.5 * own, atol=1e-6)
+
+
+def test_training_noise_sharing_correlates_frames_at_unit_variance():
+    """train.noise_sharing a: the training noise of a clip has unit variance and correlation a between
+    frames (PYoCo's mixed noise), drawn per stream position; a = 0 draws exactly as before."""
+    from magicvideo.training.trainer import position_noise
+
+    before, t0 = position_noise(0, range(64), (4, 8, 8, 8), 1000, "cpu")
+    mixed, t1 = position_noise(0, range(64), (4, 8, 8, 8), 1000, "cpu", noise_sharing=0.5)
+    again, _ = position_noise(0, range(64), (4, 8, 8, 8), 1000, "cpu", noise_sharing=0.5)
+    assert torch.equal(t0, t1) and torch.equal(mixed, again)
+    assert torch.allclose(mixed - 0.5**0.5 * before, (mixed - 0.5**0.5 * before)[:, :, :1].expand_as(mixed), atol=1e-6)
+    frames = mixed.transpose(1, 2).reshape(64, 8, -1)
+    assert frames.var().item() == pytest.approx(1.0, abs=0.02)
+    correlation = (frames[:, 0] * frames[:, 5]).mean() / frames.var()
+    assert correlation.item() == pytest.approx(0.5, abs=0.03)

@@ -35,6 +35,12 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, bool]]
 
 
+def share_noise_across_frames(own: torch.Tensor, shared: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Mixed noise (PYoCo, Ge et al. 2023): eps_f = sqrt(a) * eps_shared + sqrt(1 - a) * eps_f, still
+    unit variance per element, correlated a between frames. `shared` has size 1 on the frame axis."""
+    return fraction**0.5 * shared + (1 - fraction) ** 0.5 * own
+
+
 def classifier_free_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
     """eps_uncond + s * (eps_cond - eps_uncond) (Ho & Salimans 2022)."""
     return uncond + scale * (cond - uncond)

@@ -16,7 +16,7 @@ from diffusers.video_processor import VideoProcessor
 
 from ..errors import InvalidArgumentError
 from ..models.unet_3d import MagicVideoUNet3D
-from ..sampling import SCHEDULERS, denoise
+from ..sampling import SCHEDULERS, denoise, share_noise_across_frames
 from ..text import encode_prompts, is_packaged_text_encoder, load_packaged_text_encoder
 from ..models.video_vae import decode_latents_video
 
@@ -58,11 +58,13 @@ class MagicVideoPipeline(DiffusionPipeline):
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, unet: MagicVideoUNet3D, vae: AutoencoderKL, text_encoder, tokenizer, scheduler,
-                 fps_range: list[float] | None = None):
+                 fps_range: list[float] | None = None, noise_sharing: float = 0.0):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
-        # the frame rates the model was trained at (saved in model_index.json; None: unknown)
-        self.register_to_config(fps_range=None if fps_range is None else [float(v) for v in fps_range])
+        # the frame rates the model was trained at (saved in model_index.json; None: unknown), and the
+        # fraction of the initial noise its frames share, as in its training (train.noise_sharing)
+        self.register_to_config(fps_range=None if fps_range is None else [float(v) for v in fps_range],
+                                noise_sharing=float(noise_sharing))
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
         self._interrupt = False
@@ -182,6 +184,10 @@ class MagicVideoPipeline(DiffusionPipeline):
         shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+            sharing = self.config.get("noise_sharing") or 0.0
+            if sharing:
+                shared = randn_tensor((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=dtype)
+                latents = share_noise_across_frames(latents, shared, sharing)
         elif tuple(latents.shape) != shape:
             raise InvalidArgumentError("latents", f"expected shape {shape}, got {tuple(latents.shape)}")
         return latents.to(device, dtype) * self.scheduler.init_noise_sigma

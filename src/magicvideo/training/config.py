@@ -137,6 +137,9 @@ class TrainConfig:
     beta_end: float = 0.012
     prediction_type: str = "epsilon"
     snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023), e.g. 5.0; 0 = plain MSE
+    # task diffusion: fraction a of the noise shared by a clip's frames (PYoCo's mixed noise,
+    # sampling.share_noise_across_frames); saved in the pipeline, whose sampling draws the same. 0: independent
+    noise_sharing: float = 0.0
 
 
 @dataclass
@@ -205,8 +208,11 @@ MINIMUM = {
                      "video_vae.generated_max_timestep", "video_vae.sample_clips"), 0),
     **dict.fromkeys(("sr.max_noise_level", "sr.sample_noise_level"), 0),
     "interpolation.keyframe_stride": 2,
-    **dict.fromkeys(("train.warmup_steps", "data.num_workers", "output.checkpoint_every", "output.sample_every"), 0),
+    **dict.fromkeys(("train.warmup_steps", "data.num_workers", "output.checkpoint_every", "output.sample_every",
+                     "train.noise_sharing"), 0),
 }
+# Fractions that must stay below 1 (at 1 nothing would be left of the frames' own noise).
+BELOW_ONE = ("train.noise_sharing",)
 
 
 def _convert(value, kind, key: str):
@@ -252,6 +258,8 @@ def _from_dict(cls, data: dict, prefix: str = ""):
         low = MINIMUM.get(prefix + key)
         if low is not None and values[key] is not None and values[key] < low:
             raise ConfigError(f"{prefix}{key}: must be at least {low}, got {values[key]!r}")
+        if prefix + key in BELOW_ONE and values[key] >= 1:
+            raise ConfigError(f"{prefix}{key}: must be below 1, got {values[key]!r}")
     return cls(**values)
 
 

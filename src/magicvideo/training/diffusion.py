@@ -80,7 +80,8 @@ class DiffusionTask:
     def loss(self, model, batch: dict) -> torch.Tensor:
         latents, context = self.conditioning(batch)
         noise, timesteps = position_noise(self.config.train.seed, batch["position"], latents.shape[1:],
-                                          self.scheduler.config.num_train_timesteps, self.device)
+                                          self.scheduler.config.num_train_timesteps, self.device,
+                                          self.config.train.noise_sharing)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         target = prediction_target(self.scheduler, latents, noise, timesteps)
         prediction = model(noisy, timesteps, context, fps=batch["fps"].to(self.device)).sample
@@ -96,7 +97,8 @@ class DiffusionTask:
 
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
         return MagicVideoPipeline(unet=unet, vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                  scheduler=scheduler, fps_range=self.fps_range())
+                                  scheduler=scheduler, fps_range=self.fps_range(),
+                                  noise_sharing=self.config.train.noise_sharing)
 
     def fps_range(self) -> tuple[float, float] | None:
         """The frame rates the clips of a manifest with an fps column are trained at: native fps /

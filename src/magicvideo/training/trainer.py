@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, save_config
 from ..manifest import ManifestColumns, read_manifest
+from ..sampling import share_noise_across_frames
 from .data import ClipSpec, StreamSampler, VideoClipDataset, WebDatasetClips, collate, expand_shards
 from .metrics import MetricsLog
 
@@ -42,14 +43,21 @@ def sample_generator(seed: int, position: int, salt: int = 0) -> torch.Generator
     return torch.Generator().manual_seed((seed * 1_000_003 + position * 7919 + salt) % (1 << 63))
 
 
-def position_noise(seed: int, positions, shape, num_timesteps: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def position_noise(seed: int, positions, shape, num_timesteps: int, device,
+                   noise_sharing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The diffusion noise (B, *shape) and timesteps (B,) of the samples at these stream positions:
-    each drawn from its position's generator, so any batching or resume draws the same."""
+    each drawn from its position's generator, so any batching or resume draws the same.
+    `noise_sharing` a > 0 mixes in a part shared by the frames (axis 1 of `shape` = (C, F, H, W)):
+    `sampling.share_noise_across_frames`, drawn after the timestep (a = 0 draws as before)."""
     noise, timesteps = [], []
     for position in positions:
         generator = sample_generator(seed, int(position))
-        noise.append(torch.randn(tuple(shape), generator=generator))
+        own = torch.randn(tuple(shape), generator=generator)
         timesteps.append(torch.randint(0, num_timesteps, (), generator=generator))
+        if noise_sharing:
+            shared = torch.randn((shape[0], 1, *shape[2:]), generator=generator)
+            own = share_noise_across_frames(own, shared, noise_sharing)
+        noise.append(own)
     return torch.stack(noise).to(device), torch.stack(timesteps).to(device)
 
 
