@@ -254,7 +254,7 @@ def cost(vae_dir: str, runs: int, threads: int) -> list[dict]:
 def sheet(real_trip: tuple, gen: tuple | None, path: Path, frames: int = 12) -> None:
     from PIL import Image
 
-    from magicvideo.training.video_vae_task import contact_sheet
+    from magicvideo.video_io import contact_sheet
 
     def rgb(x):  # (3, F, H, W) in [-1, 1] -> (F, H, W, 3) in [0, 1]
         return rearrange(x.clamp(-1, 1) * 0.5 + 0.5, "c f h w -> f h w c").numpy()

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler
 
 from ..models.video_vae import VideoAutoencoderKL
-from ..video_io import write_video
+from ..video_io import contact_sheet, write_video
 from .config import Config
 from .trainer import sample_generator, video_dataset
 
@@ -69,17 +69,6 @@ def freeze(model: VideoAutoencoderKL, train_decoder: bool) -> None:
 def frame_differences(video: torch.Tensor) -> torch.Tensor:
     """(B, C, F, H, W) -> (B, C, F - 1, H, W): frame f+1 minus frame f."""
     return video[:, :, 1:] - video[:, :, :-1]
-
-
-def contact_sheet(rows: list[np.ndarray], frames: int | None = None, gap: int = 2) -> np.ndarray:
-    """Rows of clips (F, H, W, 3) in [0, 1] -> one image (uint8): each row one clip, frames side by side."""
-    count = min(len(r) for r in rows) if frames is None else frames
-    h, w = rows[0].shape[1:3]
-    sheet = np.ones((len(rows) * (h + gap) - gap, count * (w + gap) - gap, 3), dtype=np.float32)
-    for i, clip in enumerate(rows):
-        for j in range(count):
-            sheet[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = clip[j]
-    return (np.clip(sheet, 0, 1) * 255).round().astype(np.uint8)
 
 
 class VideoVAETask:
