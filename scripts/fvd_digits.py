@@ -3,9 +3,12 @@
     python scripts/fvd_digits.py runs/fvd-digits                     # the bundled model, 500 clips a set
     python scripts/fvd_digits.py runs/fvd-digits --models runs/digits/final runs/digits-none/final
     python scripts/fvd_digits.py runs/fvd-digits --models                # only the reference sets
+    python scripts/fvd_digits.py runs/fvd-cascade --fps 24 --frames 46 --models src/magicvideo/weights
 
-Every set is N 16-frame 64x64 clips at 8 fps, written as mp4 the same way (so compression is
-the same for all), embedded by I3D and compared with the reference set:
+Every set is N 16-frame 64x64 clips at 8 fps (`--fps`, `--frames`), written as mp4 the same way
+(so compression is the same for all), embedded by I3D and compared with the reference set. A
+model folder may be a cascade: its keyframes are made at fps / its interpolation factor and
+interpolated (e.g. 16 keyframes at 8 fps -> 46 frames at 24 fps, against real 46-frame clips).
 
 - ``real-a``: the reference, real clips of held-out test digits (seed 1);
 - ``real-b``: other real clips of held-out digits (seed 2): FVD(real-b, real-a) is the *floor*,
@@ -38,15 +41,14 @@ from magicvideo.evaluation.videos import list_videos
 from magicvideo.generation import generate_clips, job_records, pipeline_fingerprint, plan_clips
 from magicvideo.manifest import VideoRecord, write_manifest
 from magicvideo.loading import BUNDLED_MODEL
-from magicvideo.pipelines.keyframes import MagicVideoPipeline
+from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
 from magicvideo.vae import decode_video
 from magicvideo.video_io import to_uint8, write_video
 
-STRIDE = 3  # native 24 fps / 3 = 8 fps, the model's default
-FPS = 8.0
+NATIVE_FPS = 24  # the digits videos' rate: a set at fps f takes every (24 / f)-th frame
 
 
-def write_set(folder: Path, clips: np.ndarray, captions) -> None:
+def write_set(folder: Path, clips: np.ndarray, captions, fps: float) -> None:
     """Clips (N, F, H, W[, 3]) uint8 as numbered mp4s plus captions.csv; existing files are kept."""
     folder.mkdir(parents=True, exist_ok=True)
     records = []
@@ -54,8 +56,8 @@ def write_set(folder: Path, clips: np.ndarray, captions) -> None:
         path = folder / f"{i:05d}.mp4"
         if not path.is_file():
             rgb = frames if frames.ndim == 4 else np.repeat(frames[..., None], 3, axis=-1)
-            write_video(path, rgb, fps=FPS)
-        records.append(VideoRecord(path.name, caption, FPS))
+            write_video(path, rgb, fps=fps)
+        records.append(VideoRecord(path.name, caption, fps))
     write_manifest(folder / "captions.csv", records)
 
 
@@ -96,34 +98,45 @@ def main() -> None:
                         help="clips per set (default: 500; more than the 400 I3D dimensions, for full-rank covariances)")
     parser.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
     parser.add_argument("--guidance", type=float, default=7.5, help="guidance scale (default: 7.5)")
+    parser.add_argument("--fps", type=float, default=8.0, choices=(8.0, 12.0, 24.0),
+                        help="frame rate of every set (default: 8, the keyframe model's default)")
+    parser.add_argument("--frames", type=int, default=16,
+                        help="frames per clip (default: 16; a cascade interpolating x3 from 16 keyframes: 46)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    n, out = args.clips, args.out
-    real_a = real_clips(n, split="test", stride=STRIDE, seed=1)
-    real_b = real_clips(n, split="test", stride=STRIDE, seed=2)
+    n, out, fps = args.clips, args.out, args.fps
+    stride = int(NATIVE_FPS / fps)
+    real_a = real_clips(n, split="test", stride=stride, seed=1, num_frames=args.frames)
+    real_b = real_clips(n, split="test", stride=stride, seed=2, num_frames=args.frames)
     captions = list(real_b["caption"])
-    write_set(out / "real-a", real_a["frames"], real_a["caption"])
-    write_set(out / "real-b", real_b["frames"], captions)
+    write_set(out / "real-a", real_a["frames"], real_a["caption"], fps)
+    write_set(out / "real-b", real_b["frames"], captions, fps)
     rng = np.random.default_rng(0)
-    write_set(out / "shuffled", np.stack([clip[rng.permutation(len(clip))] for clip in real_b["frames"]]), captions)
+    write_set(out / "shuffled", np.stack([clip[rng.permutation(len(clip))] for clip in real_b["frames"]]), captions,
+              fps)
     if not (out / "noise" / "captions.csv").is_file():
         vae = AutoencoderKL.from_pretrained(BUNDLED_MODEL / "vae")
-        write_set(out / "noise", noise_clips(vae, n, *real_a["frames"].shape[1:3]), captions)
+        write_set(out / "noise", noise_clips(vae, n, *real_a["frames"].shape[1:3]), captions, fps)
 
     sets = {"real-b (floor)": "real-b"}
     for model in args.models:
-        pipe = MagicVideoPipeline.from_pretrained(model)
-        pipe.set_progress_bar_config(disable=True)
+        cascade = MagicVideoCascadePipeline.from_pretrained(model, progress_bar=False,
+                                                            stages=("keyframes", "interpolation"))
+        stages = [stage for stage in (cascade.keyframes, cascade.interpolation) if stage is not None]
+        keyframe_fps = fps / (cascade.interpolation_factor or 1)
         folder = out / ("model-" + "-".join(model.resolve().parts[-2:]))  # runs/x/final -> model-x-final
-        clear_if_stale(folder, f"{pipeline_fingerprint(pipe)} steps={args.steps} guidance={args.guidance}")
+        clear_if_stale(folder, " ".join(map(pipeline_fingerprint, stages))
+                       + f" steps={args.steps} guidance={args.guidance} fps={keyframe_fps:g}")
         jobs = plan_clips(captions, folder, seed=0)
-        for _ in generate_clips(pipe, jobs, fps=FPS, skip_existing=True, num_inference_steps=args.steps,
-                                guidance_scale=args.guidance):
-            pass
-        write_manifest(folder / "captions.csv", job_records(jobs, FPS))
+        for job, frames in generate_clips(cascade, jobs, fps=keyframe_fps, skip_existing=True,
+                                          num_inference_steps=args.steps, guidance_scale=args.guidance):
+            if frames is not None and len(frames) != args.frames:
+                job.path.unlink()
+                raise SystemExit(f"{model} makes clips of {len(frames)} frames, not --frames {args.frames}")
+        write_manifest(folder / "captions.csv", job_records(jobs, fps))
         sets[f"model {model}"] = folder.name
     sets.update({"real-b, frames shuffled": "shuffled", "VAE-decoded noise (ceiling)": "noise"})
 
@@ -134,10 +147,11 @@ def main() -> None:
         for name in ("real-a", *sets.values())
     }
     results = {label: fvd_from_features(features["real-a"], features[name]) for label, name in sets.items()}
-    report = {"models": [str(m) for m in args.models], "clips_per_set": n, "fps": FPS, "steps": args.steps,
+    report = {"models": [str(m) for m in args.models], "clips_per_set": n, "fps": fps, "frames": args.frames,
+              "steps": args.steps,
               "guidance": args.guidance, "fvd_vs_real_a": results}
     (out / "fvd.json").write_text(json.dumps(report, indent=2))
-    print(f"FVD against {n} real held-out clips (real-a), {n} clips a set, 16 frames at {FPS:g} fps:\n")
+    print(f"FVD against {n} real held-out clips (real-a), {n} clips a set, {args.frames} frames at {fps:g} fps:\n")
     print("| set | FVD |\n| --- | ---: |")
     for label, value in results.items():
         print(f"| {label} | {value:.1f} |")

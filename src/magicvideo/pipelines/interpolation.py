@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import InvalidArgumentError
 from ..models.interpolation import (is_interpolation_unet, keyframes_per_window, linear_blend, output_length,
@@ -67,13 +66,13 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, unet: MagicVideoUNet3D, vae, text_encoder, tokenizer, scheduler, keyframe_stride: int = 3,
-                 fps_range: list[float] | None = None, residual: bool = False):
+                 fps_range: list[float] | None = None, residual: bool = False, noise_sharing: float = 0.0):
         if unet is not None and not is_interpolation_unet(unet):
             raise InvalidArgumentError(
                 "model", f"the U-Net takes {unet.config.in_channels} input channels: a keyframe model, not an "
                 "interpolation model (use MagicVideoPipeline, or convert it with from_keyframe_model and train it)")
         super().__init__(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
-                         fps_range=fps_range)
+                         fps_range=fps_range, noise_sharing=noise_sharing)
         self.register_to_config(keyframe_stride=keyframe_stride, residual=residual)
 
     @property
@@ -152,7 +151,7 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
         residual = self.config.get("residual", False)
         self.scheduler.set_timesteps(num_inference_steps, device=known.device)
         scheduler = self.scheduler
-        latents = randn_tensor(known.shape, generator=generator, device=known.device, dtype=dtype)
+        latents = self.initial_noise(known.shape, generator, known.device, dtype)
         start = num_inference_steps - max(1, round(num_inference_steps * strength))
         if start > 0:
             scheduler = _TailTimesteps(self.scheduler, start * self.scheduler.order)

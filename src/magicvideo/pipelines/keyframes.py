@@ -180,14 +180,20 @@ class MagicVideoPipeline(DiffusionPipeline):
         repeat = lambda e: None if e is None else e.to(device).repeat_interleave(num_videos_per_prompt, dim=0)  # noqa: E731
         return repeat(prompt_embeds), repeat(negative_prompt_embeds)
 
+    def initial_noise(self, shape, generator, device, dtype) -> torch.Tensor:
+        """Gaussian noise (B, C, F, h, w), its frames sharing the fraction `noise_sharing` (the pipeline's
+        config, as its model was trained: `sampling.share_noise_across_frames`; 0 draws one tensor)."""
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        sharing = self.config.get("noise_sharing") or 0.0
+        if sharing:
+            shared = randn_tensor((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=dtype)
+            noise = share_noise_across_frames(noise, shared, sharing)
+        return noise
+
     def prepare_latents(self, batch, num_frames, height, width, dtype, device, generator, latents=None):
         shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
         if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-            sharing = self.config.get("noise_sharing") or 0.0
-            if sharing:
-                shared = randn_tensor((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=dtype)
-                latents = share_noise_across_frames(latents, shared, sharing)
+            latents = self.initial_noise(shape, generator, device, dtype)
         elif tuple(latents.shape) != shape:
             raise InvalidArgumentError("latents", f"expected shape {shape}, got {tuple(latents.shape)}")
         return latents.to(device, dtype) * self.scheduler.init_noise_sigma

@@ -137,7 +137,7 @@ class TrainConfig:
     beta_end: float = 0.012
     prediction_type: str = "epsilon"
     snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023), e.g. 5.0; 0 = plain MSE
-    # task diffusion: fraction a of the noise shared by a clip's frames (PYoCo's mixed noise,
+    # tasks diffusion and interpolation: fraction a of the noise shared by a clip's frames (PYoCo's mixed noise,
     # sampling.share_noise_across_frames); saved in the pipeline, whose sampling draws the same. 0: independent
     noise_sharing: float = 0.0
 

@@ -79,7 +79,8 @@ class InterpolationTask(DiffusionTask):
     def loss(self, model, batch: dict) -> torch.Tensor:
         latents, context = self.conditioning(batch)
         noise, timesteps = position_noise(self.config.train.seed, batch["position"], latents.shape[1:],
-                                          self.scheduler.config.num_train_timesteps, self.device)
+                                          self.scheduler.config.num_train_timesteps, self.device,
+                                          self.config.train.noise_sharing)
         conditioning, between = self.inputs(latents)
         if self.residual:
             latents = latents - linear_blend(conditioning)
@@ -100,7 +101,8 @@ class InterpolationTask(DiffusionTask):
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
         return MagicVideoInterpolationPipeline(unet=unet, vae=self.vae, text_encoder=self.text_encoder,
                                                tokenizer=self.tokenizer, scheduler=scheduler,
-                                               keyframe_stride=self.stride, residual=self.residual)
+                                               keyframe_stride=self.stride, residual=self.residual,
+                                               noise_sharing=self.config.train.noise_sharing)
 
     @torch.no_grad()
     def sample(self, unet, folder: Path) -> None:
