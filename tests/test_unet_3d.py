@@ -368,3 +368,37 @@ def test_switching_the_temporal_attention_mask_equals_building_with_it():
         directed.set_temporal_attention(scope="global")
     with pytest.raises(ValueError, match="no temporal attention"):
         MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, temporal_attention="none").set_temporal_attention("directed")
+
+
+def test_added_space_time_branch_starts_exact_stays_causal_and_round_trips(tmp_path):
+    """with_space_time_attention((False, True)): a copy with zero-initialised space-time branches at the
+    second level (and the mid block) computes exactly what the model computed; once trained (here
+    randomised) it changes the output, stays directed, and saves / loads with its flags."""
+    unet = randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES).eval(), seed=1, std=0.1)
+    levels = len(TINY_UNET["down_block_types"])
+    flags = (False,) * (levels - 1) + (True,)
+    extended = unet.with_space_time_attention(flags).eval()
+    added = [name for name in extended.state_dict() if ".space_time_attention." in name]
+    assert added and set(extended.state_dict()) - set(unet.state_dict()) == set(added)
+    assert set(added) <= set(extended.new_parameter_names())
+    assert any(name.startswith("mid_block.") for name in added)
+    assert not any(name.startswith(("down_blocks.0.", "up_blocks.%d." % (levels - 1))) for name in added)
+    sample, t, context = inputs()
+    with torch.no_grad():
+        assert torch.equal(extended(sample, t, context).sample, unet(sample, t, context).sample)
+    for name, parameter in extended.named_parameters():
+        if ".space_time_attention." in name:
+            torch.nn.init.normal_(parameter, std=0.3, generator=torch.Generator().manual_seed(len(name)))
+    changed = sample.clone()
+    changed[:, :, 3:] += torch.randn_like(changed[:, :, 3:])
+    with torch.no_grad():
+        out, later = extended(sample, t, context).sample, extended(changed, t, context).sample
+    assert (out - unet(sample, t, context).sample).abs().max() > 1e-3
+    assert torch.equal(later[:, :, :3], out[:, :, :3])
+    extended.save_pretrained(tmp_path / "u")
+    loaded = MagicVideoUNet3D.from_pretrained(tmp_path / "u").eval()
+    assert tuple(loaded.config.space_time_attention) == flags
+    with torch.no_grad():
+        assert torch.equal(loaded(sample, t, context).sample, out)
+    with pytest.raises(ValueError, match="one flag per down block"):
+        MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, space_time_attention=(True,))

@@ -74,7 +74,10 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
     `use_fps_embedding`, `spatial_attention` ("frame": the paper's per-frame spatial attention;
     "first_frame": keys/values also from frame 0, see `first_frame_attention.py`),
     `temporal_attention_scope` ("position": the paper's attention over the frames at each spatial
-    position; "space_time": over all the tokens of the visible frames, see `temporal_attention.py`).
+    position; "space_time": over all the tokens of the visible frames, see `temporal_attention.py`),
+    `space_time_attention` (one flag, or one per down block, mirrored by the up blocks, the mid block
+    taking the last: a second, zero-initialised temporal branch of scope "space_time" beside the
+    temporal attention of those levels; beyond the paper, see `with_space_time_attention`).
     """
 
     _supports_gradient_checkpointing = True
@@ -118,6 +121,7 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         use_fps_embedding: bool = True,
         spatial_attention: str = "frame",
         temporal_attention_scope: str = "position",
+        space_time_attention: bool | tuple[bool, ...] = False,
     ):
         super().__init__()
         if temporal_attention not in TEMPORAL_ATTENTION_MODES:
@@ -138,12 +142,27 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         self.num_upsamplers = len(up_block_types) - 1
         self.gradient_checkpointing = False
 
-        for parent in list(self.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, Transformer2DModel):
-                    temporal = None if temporal_attention == "none" else DirectedTemporalAttention(
-                        child.in_channels, temporal_attention_heads, temporal_attention, temporal_attention_scope)
-                    setattr(parent, name, SpatioTemporalTransformer.inflate(child, temporal))
+        levels = len(down_block_types)
+        space_time = (space_time_attention,) * levels if isinstance(space_time_attention, bool) else space_time_attention
+        if len(space_time) != levels:
+            raise ValueError(f"space_time_attention: one flag per down block ({levels}), got {space_time_attention!r}")
+        level_of = {}  # parent module -> resolution level (up blocks mirror the down blocks; mid: the lowest)
+        for level, block in enumerate(self.down_blocks):
+            level_of[block] = level
+        for index, block in enumerate(self.up_blocks):
+            level_of[block] = levels - 1 - index
+        if self.mid_block is not None:
+            level_of[self.mid_block] = levels - 1
+        for block, level in level_of.items():
+            for index, child in enumerate(getattr(block, "attentions", None) or []):
+                if not isinstance(child, Transformer2DModel):
+                    continue
+                temporal = None if temporal_attention == "none" else DirectedTemporalAttention(
+                    child.in_channels, temporal_attention_heads, temporal_attention, temporal_attention_scope)
+                extra = DirectedTemporalAttention(child.in_channels, temporal_attention_heads,
+                                                  "directed" if temporal_attention == "none" else temporal_attention,
+                                                  "space_time") if space_time[level] else None
+                block.attentions[index] = SpatioTemporalTransformer.inflate(child, temporal, extra)
         add_frame_adaptors(self, num_frames)
         self.set_spatial_attention(spatial_attention)
         self.fps_proj = self.fps_embedding = None
@@ -192,6 +211,18 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
                                                     else AttnProcessor2_0())
         self.register_to_config(spatial_attention=mode)
 
+    def with_space_time_attention(self, space_time_attention: bool | tuple[bool, ...]) -> "MagicVideoUNet3D":
+        """A copy of this model with zero-initialised space-time branches at the given levels (see
+        `space_time_attention`): every weight copied, so before training it computes exactly what
+        this model computes."""
+        config = {key: value for key, value in self.config.items() if not key.startswith("_")}
+        model = type(self)(**{**config, "space_time_attention": space_time_attention}).to(self.device, self.dtype)
+        missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
+        if unexpected or any(".space_time_attention." not in name for name in missing):
+            raise RuntimeError(f"space-time extension mismatch: unexpected {unexpected}, missing {missing}")
+        model.set_spatial_attention(self.config.spatial_attention)
+        return model
+
     def set_temporal_attention(self, mode: str | None = None, scope: str | None = None) -> None:
         """Switch every temporal attention's mask (`mode`: "directed", "directed_post_softmax",
         "bidirectional") and/or `scope` ("position", "space_time"); no weights change, so a trained
@@ -211,7 +242,7 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
     def new_parameter_names(self) -> list[str]:
         """Names of the parameters MagicVideo adds to the image U-Net."""
         return [name for name in self.state_dict() if ".adaptor." in name or ".temporal_attention." in name
-                or name.startswith("fps_embedding.")]
+                or ".space_time_attention." in name or name.startswith("fps_embedding.")]
 
     def _embedding(self, timestep, batch: int, frames: int, device, dtype, fps, class_labels, timestep_cond):
         """The time (+ class, + fps) embedding of every frame, (B * F, D).

@@ -33,19 +33,24 @@ class SpatioTemporalTransformer(Transformer2DModel):
 
     S-Attn(z) is `Transformer2DModel`'s continuous-input path (it adds its input back); its 1x1
     convolutions (`proj_in`, `proj_out`) are frame-adapted like every other convolution.
-    `temporal_attention` is None in the "none" ablation.
+    `temporal_attention` is None in the "none" ablation. `space_time_attention` (beyond the paper,
+    None unless configured) is a second, zero-initialised temporal branch over every spatial token of
+    the visible frames: S-Attn(z) + T-Attn(z) + ST-Attn(z).
     """
 
     temporal_attention: DirectedTemporalAttention | None
+    space_time_attention: DirectedTemporalAttention | None  # set by inflate (a class default would hide the module)
     first_frame_attention: bool = False  # spatial self-attention also over frame 0 (first_frame_attention.py)
 
     @classmethod
-    def inflate(cls, transformer: Transformer2DModel, temporal_attention: DirectedTemporalAttention | None):
+    def inflate(cls, transformer: Transformer2DModel, temporal_attention: DirectedTemporalAttention | None,
+                space_time_attention: DirectedTemporalAttention | None = None):
         """The spatio-temporal twin of `transformer`, adopting its modules (and so its weights)."""
         new = cls(**{key: value for key, value in transformer.config.items() if not key.startswith("_")})
         for name, child in transformer.named_children():
             setattr(new, name, child)
         new.temporal_attention = temporal_attention
+        new.space_time_attention = space_time_attention
         return new.to(transformer.device)
 
     def forward(self, x: torch.Tensor, num_frames: int, encoder_hidden_states=None, cross_attention_kwargs=None,
@@ -67,10 +72,11 @@ class SpatioTemporalTransformer(Transformer2DModel):
         h = h.reshape(batch, height, width, h.shape[-1]).permute(0, 3, 1, 2).contiguous()
         if not self.use_linear_projection:
             h = _conv(self.proj_out, h, num_frames)
-        spatial = h + x
-        if self.temporal_attention is None:
-            return spatial
-        return spatial + self.temporal_attention(x, num_frames)
+        out = h + x
+        for temporal in (self.temporal_attention, self.space_time_attention):
+            if temporal is not None:
+                out = out + temporal(x, num_frames)
+        return out
 
 
 def _conv(conv, x, num_frames):

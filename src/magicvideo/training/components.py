@@ -54,6 +54,8 @@ def load_components(config: Config, with_unet: bool = True) -> Components:
         unet = MagicVideoUNet3D(**model.unet)
     if unet is not None and model.spatial_attention:
         unet.set_spatial_attention(model.spatial_attention)
+    if unet is not None and model.space_time_attention is not None:
+        unet = unet.with_space_time_attention(tuple(model.space_time_attention))
     if unet is not None and (model.temporal_attention or model.temporal_attention_scope):
         unet.set_temporal_attention(model.temporal_attention, model.temporal_attention_scope)
     if model.vae:

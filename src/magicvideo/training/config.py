@@ -58,6 +58,9 @@ class ModelConfig:
     # the pretrained / model.unet setting
     temporal_attention: str | None = None
     temporal_attention_scope: str | None = None
+    # add zero-initialised space-time attention branches to a pretrained U-Net: one flag per down block
+    # (MagicVideoUNet3D.with_space_time_attention); None adds none
+    space_time_attention: list[bool] | None = None
     gradient_checkpointing: bool = False
 
 
