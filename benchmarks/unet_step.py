@@ -4,15 +4,26 @@ Both U-Nets get equal widths, depth, attention heads, text width and input; they
 temporal layers: MagicVideo has frame-wise adaptors and directed temporal attention only, diffusers'
 UNet3DConditionModel has temporal convolutions (4 Conv3d (3,1,1) per res-block) plus temporal
 attention. Forward pass only, fp32, torch.no_grad, median of --repeats after one warm-up; both models
-are timed in the same run, alternating, so machine load hits both alike.
+are timed in the same run, alternating, so machine load hits both alike, and so is this machine's
+fp32 matmul rate (a 2048 x 2048 matmul, best of 3, before every round): each model's achieved
+GFLOP/s (its FLOPs over its fastest step) is reported as a fraction of the best matmul rate. Peak
+memory: the growth of the resident set during one step, measured in a fresh process per model.
 
-    PYTHONPATH=src python benchmarks/unet_step.py [--frames 16] [--size 32] [--repeats 5] [--threads N]
+    PYTHONPATH=src python benchmarks/unet_step.py [--widths two-level|sd15|small|tiny] [--frames 16] [--size 32]
+        [--repeats 5] [--threads N]
+
+`two-level` (default): block_out_channels (64, 128), one cross-attention level; the others are
+`benchmarks/gpu.py`'s four-level U-Nets (sd15: Stable Diffusion 1.5's widths, 320-1280).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -21,13 +32,19 @@ from diffusers import UNet3DConditionModel
 from magicvideo import MagicVideoUNet3D
 from magicvideo.flops import count_flops
 
+from gpu import TEXT, WIDTHS as FOUR_LEVEL_WIDTHS, build as build_four_level  # noqa: E402  (benchmarks/gpu.py)
+
 WIDTHS = (64, 128)
 SHARED = dict(block_out_channels=WIDTHS, layers_per_block=2, cross_attention_dim=64, attention_head_dim=8,
               norm_num_groups=32, in_channels=4, out_channels=4)
 TEXT_TOKENS = 77
 
 
-def build(frames: int) -> dict[str, torch.nn.Module]:
+def build(frames: int, widths: str = "two-level") -> dict[str, torch.nn.Module]:
+    if widths != "two-level":
+        models = build_four_level(widths, frames)
+        return {"MagicVideoUNet3D": models["MagicVideoUNet3D"],
+                "diffusers UNet3DConditionModel": models["UNet3DConditionModel"]}
     torch.manual_seed(0)
     ours = MagicVideoUNet3D(**SHARED, num_frames=frames, temporal_attention_heads=8,
                             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -37,45 +54,100 @@ def build(frames: int) -> dict[str, torch.nn.Module]:
     return {"MagicVideoUNet3D": ours.eval(), "diffusers UNet3DConditionModel": theirs.eval()}
 
 
-def main() -> None:
+def matmul_gflops(size: int = 2048, repeats: int = 3) -> float:
+    """This machine's fp32 matmul rate now: 2 n^3 FLOPs over the fastest of `repeats` n x n matmuls."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def inputs(args, cross_attention_dim: int):
+    torch.manual_seed(1)
+    return (torch.randn(1, 4, args.frames, args.size, args.size), torch.tensor([500]),
+            torch.randn(1, TEXT_TOKENS, cross_attention_dim))
+
+
+EXTRA = {"MagicVideoUNet3D": {"fps": 8.0}, "diffusers UNet3DConditionModel": {}}  # ours embeds the fps
+
+
+def step_peak_mib(name: str, args) -> float:
+    """Resident-set growth during one step of model `name`, in a fresh interpreter (its own high-water mark)."""
+    command = [sys.executable, __file__, "--peak-of", name, "--widths", args.widths, "--frames", str(args.frames),
+               "--size", str(args.size)] + (["--threads", str(args.threads)] if args.threads else [])
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)["peak_mib"]
+
+
+def _peak_of(args) -> None:
+    model = build(args.frames, args.widths)[args.peak_of]
+    sample, timestep, context = inputs(args, model.config.cross_attention_dim)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.no_grad():
+        model(sample, timestep, context, **EXTRA[args.peak_of])
+    print(json.dumps({"peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+
+
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--widths", choices=("two-level", *FOUR_LEVEL_WIDTHS), default="two-level",
+                        help="two-level (default): (64, 128); sd15, small, tiny: benchmarks/gpu.py's four-level U-Nets")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip (default: 16)")
     parser.add_argument("--size", type=int, default=32, help="latent height and width (default: 32)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up (default: 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    args = parser.parse_args()
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-model peak-memory processes")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument("--peak-of", help=argparse.SUPPRESS)  # the child process of step_peak_mib
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.peak_of:
+        return _peak_of(args)
 
-    models = build(args.frames)
-    sample = torch.randn(1, 4, args.frames, args.size, args.size)
-    context = torch.randn(1, TEXT_TOKENS, SHARED["cross_attention_dim"])
-    timestep = torch.tensor([500])
-    # MagicVideo's step includes its FPS embedding; UNet3DConditionModel has none.
-    extra = {"MagicVideoUNet3D": {"fps": 8.0}, "diffusers UNet3DConditionModel": {}}
-    times = {name: [] for name in models}
+    models = build(args.frames, args.widths)
+    sample, timestep, context = inputs(args, models["MagicVideoUNet3D"].config.cross_attention_dim)
+    times, rates = {name: [] for name in models}, []
     with torch.no_grad():
         for name, model in models.items():  # warm-up
-            model(sample, timestep, context, **extra[name])
+            model(sample, timestep, context, **EXTRA[name])
         for _ in range(args.repeats):
+            rates.append(matmul_gflops())
             for name, model in models.items():
-                start = time.perf_counter()
-                model(sample, timestep, context, **extra[name])
-                times[name].append(time.perf_counter() - start)
+                times[name].append(_timed(lambda: model(sample, timestep, context, **EXTRA[name])))
+    matmul = max(rates)
 
+    widths = models["MagicVideoUNet3D"].config.block_out_channels
     print(f"one denoising step, batch 1, latents 4x{args.frames}x{args.size}x{args.size}, {TEXT_TOKENS} text tokens; "
-          f"widths {WIDTHS}, 2 layers/block, cross-attn dim {SHARED['cross_attention_dim']}, 8 heads")
+          f"widths {tuple(widths)}, 2 layers/block, cross-attn dim {context.shape[-1]}, 8 heads")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), fp32, no_grad, "
-          f"median of {args.repeats} after 1 warm-up")
-    print(f"{'model':<32} {'params (M)':>10} {'GFLOPs':>8} {'median s':>9} {'min s':>7}")
-    medians = {}
+          f"median of {args.repeats} after 1 warm-up; fp32 matmul rate {matmul:.1f} GFLOP/s "
+          f"(best of the {len(rates)} rounds, range {min(rates):.1f}-{matmul:.1f})")
+    print(f"{'model':<32} {'params (M)':>10} {'GFLOPs':>8} {'median s':>9} {'min s':>7} {'GFLOP/s':>8} "
+          f"{'of matmul':>9} {'peak MiB':>9}")
+    report = {"widths": list(widths), "threads": torch.get_num_threads(), "matmul_gflops": matmul, "models": {}}
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters())
-        flops = count_flops(model, sample, timestep, context, **extra[name])
-        medians[name] = statistics.median(times[name])
-        print(f"{name:<32} {params / 1e6:>10.2f} {flops / 1e9:>8.1f} {medians[name]:>9.3f} {min(times[name]):>7.3f}")
-    ours, theirs = medians.values()
-    print(f"time ratio UNet3DConditionModel / MagicVideoUNet3D: {theirs / ours:.2f}x")
+        flops = count_flops(model, sample, timestep, context, **EXTRA[name])
+        achieved = flops / min(times[name]) / 1e9
+        peak = float("nan") if args.no_memory else step_peak_mib(name, args)
+        report["models"][name] = {"params_m": params / 1e6, "gflops": flops / 1e9, "median_s": statistics.median(times[name]),
+                                  "min_s": min(times[name]), "gflop_per_s": achieved,
+                                  "fraction_of_matmul": achieved / matmul, "peak_mib": peak}
+        print(f"{name:<32} {params / 1e6:>10.2f} {flops / 1e9:>8.1f} {statistics.median(times[name]):>9.3f} "
+              f"{min(times[name]):>7.3f} {achieved:>8.1f} {achieved / matmul:>9.0%} {peak:>9.0f}")
+    ours, theirs = (report["models"][name]["median_s"] for name in models)
+    report["time_ratio_ours_over_theirs"] = ours / theirs
+    print(f"time ratio MagicVideoUNet3D / UNet3DConditionModel: {ours / theirs:.2f}x "
+          f"(UNet3DConditionModel / MagicVideoUNet3D: {theirs / ours:.2f}x)")
+    if args.json:
+        print(json.dumps(report))
+    return report
 
 
 if __name__ == "__main__":

@@ -37,3 +37,23 @@ def test_step_profile_splits_the_step_into_module_kinds():
     assert all(seconds > 0 for seconds in rows.values())
     parts = [s for name, s in rows.items() if not name.startswith(("frame-wise", "the rest"))]
     assert sum(parts) <= total * 1.01  # the kinds do not overlap
+
+
+def test_unet_step_benchmark_reports_matmul_fraction_and_memory():
+    """benchmarks/unet_step.py at tiny widths: both U-Nets timed in one run, their achieved GFLOP/s a
+    plausible fraction of the matmul rate measured in the same run, a per-model step peak, the ratio."""
+    script = SCRIPT.parent / "unet_step.py"
+    result = subprocess.run([sys.executable, str(script), "--widths", "tiny", "--frames", "4", "--size", "8",
+                             "--repeats", "2", "--threads", "1", "--json"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["widths"] == [32, 32, 64, 64] and report["matmul_gflops"] > 0
+    models = report["models"]
+    assert list(models) == ["MagicVideoUNet3D", "diffusers UNet3DConditionModel"]
+    for figures in models.values():
+        assert figures["min_s"] <= figures["median_s"]
+        assert 0 < figures["fraction_of_matmul"] < 1.5  # small convolutions run below the big matmul's rate
+        assert abs(figures["gflop_per_s"] - figures["gflops"] / figures["min_s"]) < 1e-6 * figures["gflop_per_s"]
+        assert figures["peak_mib"] >= 0
+    ours, theirs = (figures["median_s"] for figures in models.values())
+    assert report["time_ratio_ours_over_theirs"] == ours / theirs
