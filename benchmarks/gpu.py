@@ -35,14 +35,21 @@ TEXT = {"sd15": 768, "small": 256, "tiny": 32}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def build(widths: str, frames: int) -> dict[str, torch.nn.Module]:
+def build(widths: str, frames: int, names=("MagicVideoUNet3D", "UNet3DConditionModel")) -> dict[str, torch.nn.Module]:
+    """The two U-Nets at `widths` (or only those in `names`), random weights."""
     shared = dict(block_out_channels=WIDTHS[widths], layers_per_block=2, cross_attention_dim=TEXT[widths],
                   attention_head_dim=8, norm_num_groups=32 if widths != "tiny" else 8, in_channels=4, out_channels=4)
-    torch.manual_seed(0)
-    ours = MagicVideoUNet3D(**shared, num_frames=frames)
-    theirs = UNet3DConditionModel(**shared, down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
-                                  up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * 3)
-    return {"MagicVideoUNet3D": ours.eval(), "UNet3DConditionModel": theirs.eval()}
+    builders = {
+        "MagicVideoUNet3D": lambda: MagicVideoUNet3D(**shared, num_frames=frames),
+        "UNet3DConditionModel": lambda: UNet3DConditionModel(
+            **shared, down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
+            up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * 3),
+    }
+    models = {}
+    for name in names:
+        torch.manual_seed(0)
+        models[name] = builders[name]().eval()
+    return models
 
 
 def synchronize(device: torch.device) -> None:

@@ -40,18 +40,27 @@ SHARED = dict(block_out_channels=WIDTHS, layers_per_block=2, cross_attention_dim
 TEXT_TOKENS = 77
 
 
-def build(frames: int, widths: str = "two-level") -> dict[str, torch.nn.Module]:
+def build(frames: int, widths: str = "two-level", only: str | None = None) -> dict[str, torch.nn.Module]:
+    """Both U-Nets (or only the one named `only`)."""
     if widths != "two-level":
-        models = build_four_level(widths, frames)
-        return {"MagicVideoUNet3D": models["MagicVideoUNet3D"],
-                "diffusers UNet3DConditionModel": models["UNet3DConditionModel"]}
-    torch.manual_seed(0)
-    ours = MagicVideoUNet3D(**SHARED, num_frames=frames, temporal_attention_heads=8,
-                            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-    theirs = UNet3DConditionModel(**SHARED, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-                                  up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"))
-    return {"MagicVideoUNet3D": ours.eval(), "diffusers UNet3DConditionModel": theirs.eval()}
+        theirs = "diffusers UNet3DConditionModel"
+        names = {"MagicVideoUNet3D": "MagicVideoUNet3D", theirs: "UNet3DConditionModel"}
+        wanted = [only] if only else list(names)
+        models = build_four_level(widths, frames, [names[name] for name in wanted])
+        return {name: models[names[name]] for name in wanted}
+    builders = {
+        "MagicVideoUNet3D": lambda: MagicVideoUNet3D(**SHARED, num_frames=frames, temporal_attention_heads=8,
+                                                     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                                     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+        "diffusers UNet3DConditionModel": lambda: UNet3DConditionModel(
+            **SHARED, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+            up_block_types=("UpBlock3D", "CrossAttnUpBlock3D")),
+    }
+    models = {}
+    for name in [only] if only else builders:
+        torch.manual_seed(0)
+        models[name] = builders[name]().eval()
+    return models
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 3) -> float:
@@ -85,7 +94,7 @@ def step_peak_mib(name: str, args) -> float:
 
 
 def _peak_of(args) -> None:
-    model = build(args.frames, args.widths)[args.peak_of]
+    model = build(args.frames, args.widths, only=args.peak_of)[args.peak_of]
     sample, timestep, context = inputs(args, model.config.cross_attention_dim)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.no_grad():
