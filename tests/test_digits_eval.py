@@ -158,6 +158,10 @@ def test_coherence_is_one_for_a_rigidly_moving_digit_and_drops_when_it_changes()
     changed = coherence(morph)
     assert changed["to_first"][:4] == pytest.approx([1.0] * 4, abs=1e-6)
     assert changed["to_first_last"] < 0.8 and changed["consecutive"] < same["consecutive"]
+    # where it changes: one low consecutive pair (frames 3 -> 4), the last four frames alike
+    by_frame = changed["consecutive_by_frame"]
+    assert by_frame[3] < 0.8 and by_frame[:3] + by_frame[4:] == pytest.approx([1.0] * 6, abs=1e-4)
+    assert changed["to_last"][4:] == pytest.approx([1.0] * 4, abs=1e-4) and changed["to_last"][0] < 0.8
 
 
 def test_motion_compensated_flicker_ignores_motion_and_sees_noise():

@@ -83,9 +83,12 @@ def coherence(clips) -> dict:
 
     Every frame's motion-free crop (:func:`digit_crops`) is compared with the first frame's and with
     the previous frame's by the Pearson correlation of their pixels (1: the same image; real clips
-    lose a little to sub-pixel rendering). Returns ``to_first`` (per frame index, mean over clips),
-    ``to_first_last`` (its last entry), ``consecutive`` (mean over clips and frame pairs) and
-    ``per_clip_last`` and ``per_clip_consecutive`` (N,) for breakdowns."""
+    lose a little to sub-pixel rendering). Returns ``to_first`` and ``to_last`` (per frame index, mean
+    over clips: similarity to the first / last frame), ``to_first_last`` (the last entry of
+    ``to_first``), ``consecutive`` (mean over clips and frame pairs), ``consecutive_by_frame`` (per
+    frame pair) and ``per_clip_last`` and ``per_clip_consecutive`` (N,) for breakdowns. A gradual drift
+    shows as ``consecutive_by_frame`` flat and ``to_last`` the mirror of ``to_first``; a bad start
+    that settles, as low early pairs and a flat end."""
     crops = digit_crops(clips)
     n, f = crops.shape[:2]
     flat = crops.reshape(n, f, -1)
@@ -96,8 +99,10 @@ def coherence(clips) -> dict:
     consecutive = (unit[:, 1:] * unit[:, :-1]).sum(-1)  # (N, F-1)
     return {
         "to_first": to_first.mean(0).round(4).tolist(),
+        "to_last": (unit * unit[:, -1:]).sum(-1).mean(0).round(4).tolist(),
         "to_first_last": float(to_first[:, -1].mean()),
         "consecutive": float(consecutive.mean()) if f > 1 else 1.0,
+        "consecutive_by_frame": consecutive.mean(0).round(4).tolist(),
         "per_clip_last": to_first[:, -1],
         "per_clip_consecutive": consecutive.mean(-1) if f > 1 else np.ones(n),
     }
@@ -156,7 +161,8 @@ def evaluate_clips(
     several = np.ptp(expected) > 0 and np.ptp(speed) > 0
     result["displacement_correlation"] = float(np.corrcoef(speed, expected)[0, 1]) if several else float("nan")
     result["per_fps"] = {f"{v:g}": summary(fps == v) for v in sorted(set(fps.tolist()))}
-    result["coherence_to_first"] = crops_coherence["to_first"]
+    for key in ("to_first", "to_last", "consecutive_by_frame"):  # per frame index: drift or a settling start
+        result[f"coherence_{key}"] = crops_coherence[key]
     return result
 
 
