@@ -54,6 +54,6 @@ def test_unet_step_benchmark_reports_matmul_fraction_and_memory():
         assert figures["min_s"] <= figures["median_s"]
         assert 0 < figures["fraction_of_matmul"] < 1.5  # small convolutions run below the big matmul's rate
         assert abs(figures["gflop_per_s"] - figures["gflops"] / figures["min_s"]) < 1e-6 * figures["gflop_per_s"]
-        assert figures["peak_mib"] >= 0
+        assert figures["peak_mib"] > 0  # a step allocates activations above the weights
     ours, theirs = (figures["median_s"] for figures in models.values())
     assert report["time_ratio_ours_over_theirs"] == ours / theirs
