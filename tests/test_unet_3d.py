@@ -400,5 +400,12 @@ def test_added_space_time_branch_starts_exact_stays_causal_and_round_trips(tmp_p
     assert tuple(loaded.config.space_time_attention) == flags
     with torch.no_grad():
         assert torch.equal(loaded(sample, t, context).sample, out)
+    extended.set_temporal_attention("bidirectional", scope="space_time")
+    extended.set_temporal_attention(scope="position")  # a scope switch leaves the branches' scope alone
+    from magicvideo.models.unet_3d_blocks import SpatioTemporalTransformer
+
+    branches = [m.space_time_attention for m in extended.modules()
+                if isinstance(m, SpatioTemporalTransformer) and m.space_time_attention is not None]
+    assert branches and all((b.mode, b.scope) == ("bidirectional", "space_time") for b in branches)
     with pytest.raises(ValueError, match="one flag per down block"):
         MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, space_time_attention=(True,))

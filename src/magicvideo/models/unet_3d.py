@@ -220,22 +220,25 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
         if unexpected or any(".space_time_attention." not in name for name in missing):
             raise RuntimeError(f"space-time extension mismatch: unexpected {unexpected}, missing {missing}")
-        model.set_spatial_attention(self.config.spatial_attention)
-        return model
+        return model  # the config carried the attention modes over
 
     def set_temporal_attention(self, mode: str | None = None, scope: str | None = None) -> None:
         """Switch every temporal attention's mask (`mode`: "directed", "directed_post_softmax",
-        "bidirectional") and/or `scope` ("position", "space_time"); no weights change, so a trained
+        "bidirectional"; the space-time branches' too) and/or the T-Attn `scope` ("position",
+        "space_time"; the branches stay "space_time"); no weights change, so a trained
         model can be switched (to or from "none" it cannot: that adds or removes weights)."""
-        layers = [module for module in self.modules() if isinstance(module, DirectedTemporalAttention)]
+        transformers = [module for module in self.modules() if isinstance(module, SpatioTemporalTransformer)]
+        layers = [t.temporal_attention for t in transformers if t.temporal_attention is not None]
+        branches = [t.space_time_attention for t in transformers if t.space_time_attention is not None]
         if not layers:
             raise ValueError("this U-Net has no temporal attention (temporal_attention='none') to switch")
         if mode is not None and (mode not in TEMPORAL_ATTENTION_MODES or mode == "none"):
             raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTION_MODES[:-1]}, got {mode!r}")
         if scope is not None and scope not in TEMPORAL_ATTENTION_SCOPES:
             raise ValueError(f"temporal_attention_scope must be one of {TEMPORAL_ATTENTION_SCOPES}, got {scope!r}")
-        for layer in layers:
+        for layer in layers + branches:  # the mask applies to the space-time branches too, the scope does not
             layer.mode = mode or layer.mode
+        for layer in layers:
             layer.scope = scope or layer.scope
         self.register_to_config(temporal_attention=layers[0].mode, temporal_attention_scope=layers[0].scope)
 
