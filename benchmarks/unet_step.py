@@ -34,7 +34,7 @@ from diffusers import UNet3DConditionModel
 from magicvideo import MagicVideoUNet3D
 from magicvideo.flops import count_flops
 
-from gpu import TEXT, WIDTHS as FOUR_LEVEL_WIDTHS, build as build_four_level  # noqa: E402  (benchmarks/gpu.py)
+from gpu import WIDTHS as FOUR_LEVEL_WIDTHS, build as build_four_level  # noqa: E402  (benchmarks/gpu.py)
 
 WIDTHS = (64, 128)
 SHARED = dict(block_out_channels=WIDTHS, layers_per_block=2, cross_attention_dim=64, attention_head_dim=8,
@@ -89,7 +89,7 @@ EXTRA = {"MagicVideoUNet3D": {"fps": 8.0}, "diffusers UNet3DConditionModel": {}}
 
 
 def step_peak_mib(name: str, args) -> float:
-    """Resident-set growth during one step of model `name`, in a fresh interpreter (its own high-water mark)."""
+    """Peak resident set of one step of model `name` above its weights, in a fresh interpreter (`_peak_of`)."""
     command = [sys.executable, __file__, "--peak-of", name, "--widths", args.widths, "--frames", str(args.frames),
                "--size", str(args.size)] + (["--threads", str(args.threads)] if args.threads else [])
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)["peak_mib"]
