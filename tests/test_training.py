@@ -99,6 +99,29 @@ def test_set_overrides_reach_the_config_and_are_checked(tmp_path):
         load_config(path, ["train.lr=1"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(path, ["train.batch_size"])
+    assert load_config(path, ["train.lr_scale={space_time_attention: 5}"]).train.lr_scale == {"space_time_attention": 5.0}
+    with pytest.raises(ConfigError, match=r"^train\.lr_scale\.adaptor: expected float"):
+        load_config(path, ["train.lr_scale={adaptor: fast}"])
+
+
+def test_lr_scale_puts_matching_parameters_in_their_own_group_at_a_multiple_of_the_learning_rate():
+    """parameter_groups: names containing a key of lr_scale train at learning_rate * scale (the first
+    key that matches), every other trainable parameter once at learning_rate, frozen ones not at all;
+    a key that matches nothing is an error, not a silent no-op."""
+    from magicvideo.training.trainer import parameter_groups
+
+    model = torch.nn.ModuleDict({"adaptor": torch.nn.Linear(2, 2), "attention": torch.nn.Linear(2, 2),
+                                 "adaptor_attention": torch.nn.Linear(2, 2), "conv": torch.nn.Linear(2, 2),
+                                 "frozen": torch.nn.Linear(2, 2)})
+    model["frozen"].requires_grad_(False)
+    groups = parameter_groups(model, 1e-3, {"adaptor": 10.0, "att": 0.5})
+    assert [(len(g["params"]), g["lr"]) for g in groups] == [(2, 1e-3), (4, 0.01), (2, 0.0005)]
+    assert groups[0]["params"][0] is model["conv"].weight
+    assert groups[1]["params"][2] is model["adaptor_attention"].weight
+    plain = parameter_groups(model, 1e-3, {})
+    assert [(len(g["params"]), g["lr"]) for g in plain] == [(8, 1e-3)]
+    with pytest.raises(ValueError, match="adapt"):
+        parameter_groups(torch.nn.ModuleDict({"x": torch.nn.Linear(2, 2)}), 1e-3, {"adapt": 2.0})
 
 
 def test_train_flags_are_checked_like_the_config(tmp_path):

@@ -409,3 +409,48 @@ def test_added_space_time_branch_starts_exact_stays_causal_and_round_trips(tmp_p
     assert branches and all((b.mode, b.scope) == ("bidirectional", "space_time") for b in branches)
     with pytest.raises(ValueError, match="one flag per down block"):
         MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, space_time_attention=(True,))
+
+
+def test_spatial_position_encoding_tells_space_time_tokens_apart_and_switches_without_new_weights(tmp_path):
+    """spatial_position_encoding: each space-time token also carries a sinusoidal (row, column) code.
+    Without it, space-time attention of a map whose positions all hold the same token gives the same
+    output everywhere; with it, the positions differ. It leaves the per-position scope exactly as it
+    is, a zero-initialised branch still starts exact, and it saves / loads with the model."""
+    from magicvideo.models.temporal_attention import DirectedTemporalAttention, spatial_position_encoding
+
+    codes = spatial_position_encoding(3, 4, 16)
+    assert codes.shape == (12, 16) and len({tuple(row.tolist()) for row in codes}) == 12
+    assert torch.equal(codes[4 * 1 + 2, 8:], codes[2, 8:])  # same column: same column half
+    layer = randomize_(DirectedTemporalAttention(16, 4, "directed", "space_time"), seed=3, std=0.3)
+    x = torch.randn(2 * FRAMES, 16, 1, 1, generator=torch.Generator().manual_seed(0)).expand(-1, -1, 3, 3)
+    with torch.no_grad():
+        flat = layer(x, FRAMES)
+        layer.spatial_position = True
+        placed = layer(x, FRAMES)
+    assert torch.allclose(flat, flat[..., :1, :1].expand_as(flat), atol=1e-6)
+    assert (placed - placed[..., :1, :1]).abs().amax() > 1e-3
+    layer.scope = "position"
+    per_position = DirectedTemporalAttention(16, 4, "directed", "position")
+    per_position.load_state_dict(layer.state_dict())
+    assert torch.equal(layer(x, FRAMES), per_position(x, FRAMES))
+
+    unet = randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES).eval(), seed=1, std=0.1)
+    sample, t, context = inputs()
+    extended = unet.with_space_time_attention(True).eval()
+    extended.set_temporal_attention(spatial_position=True)
+    with torch.no_grad():
+        assert torch.equal(extended(sample, t, context).sample, unet(sample, t, context).sample)
+    for name, parameter in extended.named_parameters():
+        if ".space_time_attention." in name:
+            torch.nn.init.normal_(parameter, std=0.3, generator=torch.Generator().manual_seed(len(name)))
+    with torch.no_grad():
+        out = extended(sample, t, context).sample
+    extended.save_pretrained(tmp_path / "u")
+    loaded = MagicVideoUNet3D.from_pretrained(tmp_path / "u").eval()
+    assert loaded.config.spatial_position_encoding is True
+    with torch.no_grad():
+        assert torch.equal(loaded(sample, t, context).sample, out)
+        loaded.set_temporal_attention(spatial_position=False)
+        assert (loaded(sample, t, context).sample - out).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="multiple of 4"):
+        DirectedTemporalAttention(18, 2, "directed", "space_time", spatial_position=True)

@@ -19,7 +19,10 @@ Scopes (beyond the paper, a config switch; issue #13):
 - ``"space_time"``: a token attends to every spatial token of the frames it may see (all frames'
   for "bidirectional", frames q <= p for the directed modes), a sequence of F * H * W tokens, so
   that it can follow content that moves between frames. Same weights as "position": a trained
-  model can be switched.
+  model can be switched. With ``spatial_position=True`` the space-time tokens also carry a 2D
+  sinusoidal encoding of their (row, column), as ViViT's and Latte's space-time tokens do, so that
+  attention can tell where in the frame a token sits (the "position" scope has no need: its
+  sequence is one position).
 """
 
 from __future__ import annotations
@@ -53,6 +56,14 @@ def temporal_attention(q, k, v, mode: str, frame_of_token: torch.Tensor | None =
     raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTION_MODES}, got {mode!r}")
 
 
+def spatial_position_encoding(height: int, width: int, channels: int, device=None) -> torch.Tensor:
+    """(height * width, channels), rows then columns: half the channels encode the row, half the column
+    (the sinusoidal encoding of the frame index, applied to each axis)."""
+    rows, cols = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+    return torch.cat([get_timestep_embedding(axis.reshape(-1), channels // 2, flip_sin_to_cos=True)
+                      for axis in (rows, cols)], dim=-1)
+
+
 class DirectedTemporalAttention(nn.Module):
     """Multi-head self-attention over the frames at each spatial position (`scope="position"`) or
     over all the tokens of the frames (`scope="space_time"`).
@@ -62,7 +73,8 @@ class DirectedTemporalAttention(nn.Module):
     this branch to an image model leaves its output unchanged until trained.
     """
 
-    def __init__(self, channels: int, num_heads: int = 8, mode: str = "directed", scope: str = "position"):
+    def __init__(self, channels: int, num_heads: int = 8, mode: str = "directed", scope: str = "position",
+                 spatial_position: bool = False):
         super().__init__()
         if mode not in TEMPORAL_ATTENTION_MODES or mode == "none":
             raise ValueError(f"mode must be one of {TEMPORAL_ATTENTION_MODES[:-1]}, got {mode!r}")
@@ -70,7 +82,10 @@ class DirectedTemporalAttention(nn.Module):
             raise ValueError(f"scope must be one of {TEMPORAL_ATTENTION_SCOPES}, got {scope!r}")
         if channels % num_heads:
             raise ValueError(f"temporal attention: {channels} channels do not split into {num_heads} heads")
+        if spatial_position and channels % 4:
+            raise ValueError(f"spatial position encoding: {channels} channels are not a multiple of 4")
         self.mode = mode
+        self.spatial_position = spatial_position
         self.scope = scope
         self.num_heads = num_heads
         self.norm = nn.LayerNorm(channels)
@@ -91,6 +106,8 @@ class DirectedTemporalAttention(nn.Module):
         else:  # one sequence of all the clip's tokens
             sequences, frame_of_token = "b (f h w) c", frame.repeat_interleave(h * w)
             position = position.repeat_interleave(h * w, dim=0)
+            if self.spatial_position:
+                position = position + spatial_position_encoding(h, w, c, x.device).to(x.dtype).repeat(f, 1)
         tokens = self.norm(rearrange(x, f"(b f) c h w -> {sequences}", f=f)) + position
         q, k, v = (
             rearrange(proj(tokens), "n l (heads d) -> n heads l d", heads=self.num_heads)

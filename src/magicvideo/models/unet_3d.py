@@ -77,7 +77,8 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
     position; "space_time": over all the tokens of the visible frames, see `temporal_attention.py`),
     `space_time_attention` (one flag, or one per down block, mirrored by the up blocks, the mid block
     taking the last: a second, zero-initialised temporal branch of scope "space_time" beside the
-    temporal attention of those levels; beyond the paper, see `with_space_time_attention`).
+    temporal attention of those levels; beyond the paper, see `with_space_time_attention`),
+    `spatial_position_encoding` (space-time attentions also encode each token's row and column).
     """
 
     _supports_gradient_checkpointing = True
@@ -122,6 +123,7 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         spatial_attention: str = "frame",
         temporal_attention_scope: str = "position",
         space_time_attention: bool | tuple[bool, ...] = False,
+        spatial_position_encoding: bool = False,
     ):
         super().__init__()
         if temporal_attention not in TEMPORAL_ATTENTION_MODES:
@@ -158,10 +160,11 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
                 if not isinstance(child, Transformer2DModel):
                     continue
                 temporal = None if temporal_attention == "none" else DirectedTemporalAttention(
-                    child.in_channels, temporal_attention_heads, temporal_attention, temporal_attention_scope)
+                    child.in_channels, temporal_attention_heads, temporal_attention, temporal_attention_scope,
+                    spatial_position_encoding)
                 extra = DirectedTemporalAttention(child.in_channels, temporal_attention_heads,
                                                   "directed" if temporal_attention == "none" else temporal_attention,
-                                                  "space_time") if space_time[level] else None
+                                                  "space_time", spatial_position_encoding) if space_time[level] else None
                 block.attentions[index] = SpatioTemporalTransformer.inflate(child, temporal, extra)
         add_frame_adaptors(self, num_frames)
         self.set_spatial_attention(spatial_attention)
@@ -222,10 +225,12 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
             raise RuntimeError(f"space-time extension mismatch: unexpected {unexpected}, missing {missing}")
         return model  # the config carried the attention modes over
 
-    def set_temporal_attention(self, mode: str | None = None, scope: str | None = None) -> None:
+    def set_temporal_attention(self, mode: str | None = None, scope: str | None = None,
+                               spatial_position: bool | None = None) -> None:
         """Switch every temporal attention's mask (`mode`: "directed", "directed_post_softmax",
-        "bidirectional"; the space-time branches' too) and/or the T-Attn `scope` ("position",
-        "space_time"; the branches stay "space_time"); no weights change, so a trained
+        "bidirectional"; the space-time branches' too), the T-Attn `scope` ("position",
+        "space_time"; the branches stay "space_time") and/or whether space-time attentions encode
+        each token's row and column (`spatial_position`; every layer); no weights change, so a trained
         model can be switched (to or from "none" it cannot: that adds or removes weights)."""
         transformers = [module for module in self.modules() if isinstance(module, SpatioTemporalTransformer)]
         layers = [t.temporal_attention for t in transformers if t.temporal_attention is not None]
@@ -238,9 +243,11 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
             raise ValueError(f"temporal_attention_scope must be one of {TEMPORAL_ATTENTION_SCOPES}, got {scope!r}")
         for layer in layers + branches:  # the mask applies to the space-time branches too, the scope does not
             layer.mode = mode or layer.mode
+            layer.spatial_position = layer.spatial_position if spatial_position is None else spatial_position
         for layer in layers:
             layer.scope = scope or layer.scope
-        self.register_to_config(temporal_attention=layers[0].mode, temporal_attention_scope=layers[0].scope)
+        self.register_to_config(temporal_attention=layers[0].mode, temporal_attention_scope=layers[0].scope,
+                                spatial_position_encoding=layers[0].spatial_position)
 
     def new_parameter_names(self) -> list[str]:
         """Names of the parameters MagicVideo adds to the image U-Net."""

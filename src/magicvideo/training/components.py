@@ -56,8 +56,10 @@ def load_components(config: Config, with_unet: bool = True) -> Components:
         unet.set_spatial_attention(model.spatial_attention)
     if unet is not None and model.space_time_attention is not None:
         unet = unet.with_space_time_attention(tuple(model.space_time_attention))
-    if unet is not None and (model.temporal_attention or model.temporal_attention_scope):
-        unet.set_temporal_attention(model.temporal_attention, model.temporal_attention_scope)
+    if unet is not None and (model.temporal_attention or model.temporal_attention_scope
+                             or model.spatial_position_encoding is not None):
+        unet.set_temporal_attention(model.temporal_attention, model.temporal_attention_scope,
+                                    model.spatial_position_encoding)
     if model.vae:
         vae = AutoencoderKL.from_pretrained(_check_folder(model.vae, "model.vae"))
     if model.text_encoder:

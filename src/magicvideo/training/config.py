@@ -61,6 +61,9 @@ class ModelConfig:
     # add zero-initialised space-time attention branches to a pretrained U-Net: one flag per down block
     # (MagicVideoUNet3D.with_space_time_attention); None adds none
     space_time_attention: list[bool] | None = None
+    # space-time attentions (the branches above, a space_time scope) also encode each token's row and
+    # column (MagicVideoUNet3D.spatial_position_encoding); None keeps the pretrained / model.unet setting
+    spatial_position_encoding: bool | None = None
     gradient_checkpointing: bool = False
 
 
@@ -143,6 +146,10 @@ class TrainConfig:
     # tasks diffusion and interpolation: fraction a of the noise shared by a clip's frames (PYoCo's mixed noise,
     # sampling.share_noise_across_frames); saved in the pipeline, whose sampling draws the same. 0: independent
     noise_sharing: float = 0.0
+    # learning-rate multipliers by parameter name: every parameter whose name contains a key trains at
+    # learning_rate * value (the first key that matches), e.g. {space_time_attention: 5.0} for the
+    # zero-initialised branches a fine-tune adds; the rest at learning_rate
+    lr_scale: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -225,6 +232,11 @@ def _convert(value, kind, key: str):
         if value is None and type(None) in options:
             return None
         return _convert(value, next(o for o in options if o is not type(None)), key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        key_kind, value_kind = typing.get_args(kind)
+        return {_convert(k, key_kind, f"{key} key"): _convert(v, value_kind, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")

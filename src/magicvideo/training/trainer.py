@@ -131,7 +131,7 @@ class Trainer:
 
         model = task.model
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
+        optimizer = torch.optim.AdamW(parameter_groups(model, train.learning_rate, train.lr_scale), lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
                                       eps=train.adam_epsilon, weight_decay=train.weight_decay)
         # stepped by hand once per optimizer step: accelerate's wrapper would step it once per process
         lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.warmup_steps,
@@ -228,3 +228,17 @@ class Trainer:
                 if ema is not None:
                     ema.restore(params)
         acc.wait_for_everyone()
+
+
+def parameter_groups(model: torch.nn.Module, learning_rate: float, lr_scale: dict[str, float]) -> list[dict]:
+    """The trainable parameters as optimizer groups: those whose name contains a key of `lr_scale`
+    (the first that matches) at `learning_rate * lr_scale[key]`, the rest at `learning_rate`."""
+    groups = {None: []} | {key: [] for key in lr_scale}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups[next((key for key in lr_scale if key in name), None)].append(param)
+    unmatched = [key for key in lr_scale if not groups[key]]
+    if unmatched:
+        raise ValueError(f"train.lr_scale: no trainable parameter name contains {unmatched}")
+    return [{"params": params, "lr": learning_rate * (1.0 if key is None else lr_scale[key])}
+            for key, params in groups.items() if params]
