@@ -45,7 +45,8 @@ def demo_url(tmp_path_factory):
 def api_call(url: str, prompt: str, seed: int, steps: int = 2):
     from gradio_client import Client
 
-    client = Client(url, verbose=False)
+    # httpx's default 5 s read timeout fails on a loaded machine while 20 requests queue; 120 s still bounds the test
+    client = Client(url, verbose=False, httpx_kwargs={"timeout": 120})
     return client.predict(prompt, "", seed, steps, 5.0, 8, False, False, False, api_name="/generate")
 
 
