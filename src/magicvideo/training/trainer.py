@@ -131,7 +131,8 @@ class Trainer:
 
         model = task.model
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameter_groups(model, train.learning_rate, train.lr_scale), lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
+        optimizer = torch.optim.AdamW(parameter_groups(model, train.learning_rate, train.lr_scale),
+                                      lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
                                       eps=train.adam_epsilon, weight_decay=train.weight_decay)
         # stepped by hand once per optimizer step: accelerate's wrapper would step it once per process
         lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.warmup_steps,
