@@ -288,6 +288,32 @@ def test_min_snr_weighting(setup):
     config.train.snr_gamma = 1.0
     torch.testing.assert_close(task.loss(task.model, batch), expected, rtol=1e-5, atol=1e-7)
 
+    # the frame-difference term adds to each clip's MSE before the weighting, and only when switched on
+    config.train.frame_difference_weight, config.train.frame_difference_lags = 2.0, [1, 3]
+    assert task.loss(task.model, batch) > expected
+
+
+def test_frame_difference_loss_known_answers():
+    """video_mse: weight 0 is the plain per-clip MSE; an error every frame shares costs nothing extra;
+    an error that flips sign between frames costs its differences' MSE on top (known answer);
+    lags the clip is too short for are skipped."""
+    from magicvideo.training.trainer import video_mse
+
+    torch.manual_seed(0)
+    target = torch.randn(2, 4, 6, 3, 3)
+    prediction = target + torch.randn(2, 4, 6, 3, 3)
+    plain = ((prediction - target) ** 2).flatten(1).mean(1)
+    torch.testing.assert_close(video_mse(prediction, target), plain)
+    shared = target + torch.randn(2, 4, 1, 3, 3)  # the same error in every frame
+    torch.testing.assert_close(video_mse(shared, target, 5.0, [1, 2, 4]), ((shared - target) ** 2).flatten(1).mean(1))
+    sign = torch.tensor([1.0, -1.0] * 3).view(1, 1, 6, 1, 1)
+    flipping = target + 0.5 * sign  # error +-0.5: MSE 0.25; lag-1 differences +-1 (MSE 1), lag-2 differences 0
+    torch.testing.assert_close(video_mse(flipping, target, 3.0, [1]), torch.full((2,), 0.25 + 3.0 * 1.0))
+    torch.testing.assert_close(video_mse(flipping, target, 3.0, [1, 2]), torch.full((2,), 0.25 + 3.0 * 0.5))
+    torch.testing.assert_close(video_mse(flipping, target, 3.0, [1, 6, 8]), video_mse(flipping, target, 3.0, [1]))
+    with pytest.raises(ConfigError, match=r"^train\.frame_difference_lags: must be at least 1"):
+        config_from_dict({"train": {"frame_difference_lags": [1, 0]}})
+
 
 def test_fine_tuning_from_the_bundled_model_keeps_its_context_length(setup, tmp_path):
     """`model.pretrained: <bundled folder>`: the packaged MiniLM is taken from the installed package

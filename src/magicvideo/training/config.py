@@ -150,6 +150,10 @@ class TrainConfig:
     # learning_rate * value (the first key that matches), e.g. {space_time_attention: 5.0} for the
     # zero-initialised branches a fine-tune adds; the rest at learning_rate
     lr_scale: dict[str, float] = field(default_factory=dict)
+    # task diffusion: weight of the MSE of the prediction error's differences between frames `lag` apart
+    # (trainer.video_mse): errors that change from frame to frame (drift, flicker) cost more; 0 = plain MSE
+    frame_difference_weight: float = 0.0
+    frame_difference_lags: list[int] = field(default_factory=lambda: [1])
 
 
 @dataclass
@@ -218,8 +222,9 @@ MINIMUM = {
                      "video_vae.generated_max_timestep", "video_vae.sample_clips"), 0),
     **dict.fromkeys(("sr.max_noise_level", "sr.sample_noise_level"), 0),
     "interpolation.keyframe_stride": 2,
+    "train.frame_difference_lags": 1,
     **dict.fromkeys(("train.warmup_steps", "data.num_workers", "output.checkpoint_every", "output.sample_every",
-                     "train.noise_sharing"), 0),
+                     "train.noise_sharing", "train.frame_difference_weight"), 0),
 }
 # Fractions that must stay below 1 (at 1 nothing would be left of the frames' own noise).
 BELOW_ONE = ("train.noise_sharing",)
@@ -271,7 +276,8 @@ def _from_dict(cls, data: dict, prefix: str = ""):
         if allowed and values[key] is not None and values[key] not in allowed:
             raise ConfigError(f"{prefix}{key}: must be one of {', '.join(allowed)}, got {values[key]!r}")
         low = MINIMUM.get(prefix + key)
-        if low is not None and values[key] is not None and values[key] < low:
+        items = values[key] if isinstance(values[key], list) else [values[key]]
+        if low is not None and any(item is not None and item < low for item in items):
             raise ConfigError(f"{prefix}{key}: must be at least {low}, got {values[key]!r}")
         if prefix + key in BELOW_ONE and values[key] >= 1:
             raise ConfigError(f"{prefix}{key}: must be below 1, got {values[key]!r}")

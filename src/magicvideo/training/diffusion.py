@@ -4,7 +4,8 @@ For a clip at stream position p: latents z0 = E(x) (posterior mode, or read from
 cache), the caption replaced by "" with probability `train.caption_dropout`, noise and timestep
 drawn from a generator seeded by p, z_t = DDPMScheduler.add_noise(z0, noise, t), and the loss
 ||eps_theta(z_t, t, tau(y), fps) - noise||^2 (the velocity instead for v-prediction schedulers),
-optionally weighted per clip by Min-SNR-gamma (`train.snr_gamma`).
+optionally weighted per clip by Min-SNR-gamma (`train.snr_gamma`), optionally plus a loss on how the
+error changes between frames (`train.frame_difference_weight`, `trainer.video_mse`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import re
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from ..manifest import ManifestColumns, read_manifest
@@ -25,7 +25,7 @@ from .cache import CachedClipDataset, cache_exists
 from .components import load_components
 from .config import Config
 from .clips import sample_rng
-from .trainer import clip_spec, min_snr_weight, position_noise, prediction_target, video_dataset
+from .trainer import clip_spec, min_snr_weight, position_noise, prediction_target, video_dataset, video_mse
 
 logger = logging.getLogger("magicvideo.training")
 
@@ -85,12 +85,11 @@ class DiffusionTask:
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         target = prediction_target(self.scheduler, latents, noise, timesteps)
         prediction = model(noisy, timesteps, context, fps=batch["fps"].to(self.device)).sample
-        gamma = self.config.train.snr_gamma
-        if not gamma:
-            return F.mse_loss(prediction.float(), target.float())
-        weight = min_snr_weight(self.scheduler, timesteps, gamma)
-        per_clip = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)
-        return (per_clip * weight).mean()
+        train = self.config.train
+        per_clip = video_mse(prediction, target, train.frame_difference_weight, train.frame_difference_lags)
+        if not train.snr_gamma:
+            return per_clip.mean()
+        return (per_clip * min_snr_weight(self.scheduler, timesteps, train.snr_gamma)).mean()
 
     def pipeline(self, unet):
         from ..pipelines.keyframes import MagicVideoPipeline

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -75,6 +76,22 @@ def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Te
     SNR(t) + 1 as the denominator for v-prediction (the target's scale), balancing the timesteps."""
     snr = compute_snr(scheduler, timesteps)
     return torch.clamp(snr, max=gamma) / (snr + 1 if scheduler.config.prediction_type == "v_prediction" else snr)
+
+
+def video_mse(prediction: torch.Tensor, target: torch.Tensor, frame_difference_weight: float = 0.0,
+              frame_difference_lags: Sequence[int] = (1,)) -> torch.Tensor:
+    """Per-clip (B,) mean squared error of (B, C, F, h, w) predictions, plus `frame_difference_weight`
+    times the mean over `frame_difference_lags` of the MSE of the error's differences between frames
+    `lag` apart: e = prediction - target, ||e[f + lag] - e[f]||^2. An error shared by the frames costs
+    nothing extra; one that changes from frame to frame (a shape that drifts or flickers) costs up to
+    1 + 2 * weight times as much, so a model of limited capacity is pushed to make the frames agree."""
+    error = prediction.float() - target.float()
+    per_clip = error.pow(2).flatten(1).mean(1)
+    lags = [lag for lag in frame_difference_lags if lag < error.shape[2]]
+    if frame_difference_weight and lags:
+        difference = sum((error[:, :, lag:] - error[:, :, :-lag]).pow(2).flatten(1).mean(1) for lag in lags)
+        per_clip = per_clip + frame_difference_weight * difference / len(lags)
+    return per_clip
 
 
 def clip_spec(config: Config) -> ClipSpec:
