@@ -83,8 +83,9 @@ def video_mse(prediction: torch.Tensor, target: torch.Tensor, frame_difference_w
     """Per-clip (B,) mean squared error of (B, C, F, h, w) predictions, plus `frame_difference_weight`
     times the mean over `frame_difference_lags` of the MSE of the error's differences between frames
     `lag` apart: e = prediction - target, ||e[f + lag] - e[f]||^2. An error shared by the frames costs
-    nothing extra; one that changes from frame to frame (a shape that drifts or flickers) costs up to
-    1 + 2 * weight times as much, so a model of limited capacity is pushed to make the frames agree."""
+    nothing extra; one drawn independently for every frame (a shape that drifts or flickers) costs
+    1 + 2 * weight times as much (more if it alternates), so a model of limited capacity is pushed to
+    make the frames agree."""
     error = prediction.float() - target.float()
     per_clip = error.pow(2).flatten(1).mean(1)
     lags = [lag for lag in frame_difference_lags if lag < error.shape[2]]
