@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from magicvideo.video_io import read_video, write_video
+from magicvideo.video_io import contact_sheet, read_video, write_video
 
 
 def gradient_clip(frames=9, height=32, width=48):
@@ -35,3 +35,16 @@ def test_bad_output_is_refused(tmp_path):
         write_video(tmp_path / "a.avi", gradient_clip(), fps=8)
     with pytest.raises(ValueError, match="shape"):
         write_video(tmp_path / "a.mp4", np.zeros((4, 16, 16)), fps=8)
+
+
+def test_contact_sheet_places_every_frame_and_takes_uint8_or_float_clips():
+    """Row i, column j of the sheet is frame j of clip i, on a white grid; uint8 clips (what read_video
+    returns) give the same sheet as the same clips as floats in [0, 1]."""
+    first, second = gradient_clip(frames=3, height=8, width=6), gradient_clip(frames=4, height=8, width=6)[::-1]
+    sheet = contact_sheet([first, second], gap=2)
+    assert sheet.dtype == np.uint8 and sheet.shape == (2 * 8 + 2, 3 * 6 + 2 * 2, 3)  # the shorter row sets the count
+    for i, clip in enumerate((first, second)):
+        for j in range(3):
+            np.testing.assert_array_equal(sheet[i * 10 : i * 10 + 8, j * 8 : j * 8 + 6], clip[j])
+    assert (sheet[8:10] == 255).all() and (sheet[:, 6:8] == 255).all()
+    np.testing.assert_array_equal(contact_sheet([first / 255.0, second / 255.0], gap=2), sheet)

@@ -104,11 +104,13 @@ def decode_clip(source, choose, fps_override: float | None = None):
 
 
 def contact_sheet(rows: list[np.ndarray], frames: int | None = None, gap: int = 2) -> np.ndarray:
-    """Rows of clips (F, H, W, 3) in [0, 1] -> one image (uint8): each row one clip, frames side by side."""
+    """Rows of clips (F, H, W, 3), floats in [0, 1] or uint8 (as `read_video` returns them) -> one image
+    (uint8): each row one clip, frames side by side, on a white grid."""
+    rows = [to_uint8(r) for r in rows]
     count = min(len(r) for r in rows) if frames is None else frames
     h, w = rows[0].shape[1:3]
-    sheet = np.ones((len(rows) * (h + gap) - gap, count * (w + gap) - gap, 3), dtype=np.float32)
+    sheet = np.full((len(rows) * (h + gap) - gap, count * (w + gap) - gap, 3), 255, dtype=np.uint8)
     for i, clip in enumerate(rows):
         for j in range(count):
             sheet[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = clip[j]
-    return (np.clip(sheet, 0, 1) * 255).round().astype(np.uint8)
+    return sheet
