@@ -247,7 +247,7 @@ def coherence_references(jobs: list[dict], vae=None, decoders=("image",), batch_
 
     def round_trip(decoder):
         def generate(prompts, fps, seed):
-            clips = torch.as_tensor(real(prompts, fps, seed)).float() / 255.0
+            clips = torch.as_tensor(real(prompts, fps, seed)).float()  # floats in [0, 1]
             video = clips.permute(0, 4, 1, 2, 3) * 2 - 1  # (B, 3, F, H, W)
             with torch.no_grad():
                 out = decode_latents_video(vae, encode_video(vae, video), 16, decoder=decoder)
