@@ -3,8 +3,9 @@
     python scripts/measure_interpolation.py --clips 96 --generated 48 --out docs/interpolation-metrics.json \
         --sheet docs/interpolation-contact-sheet.png
 
-1. Held-out real clips (test-split digits, `--test-data`; every frame rate the data has: its videos
-   are 24 fps, so 46 frames = 16 keyframes at 8 fps (every 3rd frame) + 30 in-between frames):
+1. Held-out real clips (test-split digits, `--test-data`, videos of one frame rate f: 46 frames = 16
+   keyframes at f / 3 (every 3rd frame) + 30 in-between frames; `digits data --fps 36` or `--fps 72`
+   writes the true in-between frames of 12 and 24 fps keyframes):
    PSNR and SSIM of the interpolated in-between frames against the real ones, beside, in the same
    run: repeating the nearest keyframe, linear blending of the two keyframes in pixels, linear
    blending of their latents decoded by the VAE, and (the ceiling of any latent model) the VAE's
@@ -87,7 +88,7 @@ def motion(clips: np.ndarray) -> dict:
 
 
 def real_clip_benchmark(pipe, rows, root: Path, steps: int, guidance: float, seed: int, batch: int,
-                        strength: float = 1.0):
+                        strength: float = 1.0, fps: float = 24.0):
     from magicvideo.vae import decode_video, encode_video
 
     length = (KEYFRAMES - 1) * FACTOR + 1
@@ -106,7 +107,7 @@ def real_clip_benchmark(pipe, rows, root: Path, steps: int, guidance: float, see
         truth = np.stack(truth)  # (B, 46, H, W, 3)
         keys = truth[:, ::FACTOR]
         tic = time.perf_counter()
-        out = pipe(video=(keys * 255).round().astype(np.uint8), fps=24 / FACTOR, num_inference_steps=steps,
+        out = pipe(video=(keys * 255).round().astype(np.uint8), fps=fps / FACTOR, num_inference_steps=steps,
                    guidance_scale=guidance, strength=strength, generator=torch.Generator().manual_seed(seed + start)).frames
         seconds += time.perf_counter() - tic
         nearest = np.stack([keys[:, min(round(i / FACTOR), KEYFRAMES - 1)] for i in range(length)], 1)
@@ -194,7 +195,8 @@ def generated_benchmark(pipe, count: int, steps: int, guidance: float, keyframe_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="interpolation pipeline folder (default: the bundled one)")
-    parser.add_argument("--test-data", default="/work/state/data/digits-test/captions.csv")
+    parser.add_argument("--test-data", default="data/digits-test/captions.csv",
+                        help="captions.csv of held-out videos of one frame rate (`magicvideo digits data --split test`)")
     parser.add_argument("--clips", type=int, default=96, help="held-out real clips (default: 96)")
     parser.add_argument("--generated", type=int, default=48, help="generated keyframe clips (0: skip; default: 48)")
     parser.add_argument("--steps", type=int, default=25)
@@ -219,9 +221,11 @@ def main() -> None:
     with open(test, newline="") as f:
         rows = list(csv.DictReader(f))
     fps_values = sorted({float(r["fps"]) for r in rows})
+    if len(fps_values) != 1:
+        parser.error(f"--test-data: videos of one frame rate expected, found {fps_values}")
     rows = rows[: args.clips]
     table, wins, moves, example, seconds = real_clip_benchmark(pipe, rows, test.parent, args.steps, args.guidance,
-                                                               args.seed, args.batch, args.strength)
+                                                               args.seed, args.batch, args.strength, fps_values[0])
     result = {"settings": {"model": str(args.model or "bundled"), "clips": len(rows), "data_fps": fps_values,
                            "factor": FACTOR, "keyframes": KEYFRAMES, "steps": args.steps, "guidance": args.guidance,
                            "strength": args.strength,

@@ -57,3 +57,17 @@ def test_unet_step_benchmark_reports_matmul_fraction_and_memory():
         assert figures["peak_mib"] > 0  # a step allocates activations above the weights
     ours, theirs = (figures["median_s"] for figures in models.values())
     assert report["time_ratio_ours_over_theirs"] == ours / theirs
+
+
+def test_cpu_memory_benchmark_runs_the_whole_pipeline_per_setting():
+    """benchmarks/cpu_memory.py at tiny widths: one fresh process per decode chunk size, each a whole
+    generation of the requested shape, its peak resident set at or above the weights' resident set."""
+    script = SCRIPT.parent / "cpu_memory.py"
+    result = subprocess.run([sys.executable, str(script), "--widths", "tiny", "--frames", "4", "--size", "64",
+                             "--chunks", "4", "1", "--threads", "1", "--json"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["chunk"] for r in rows] == [4, 1]
+    for r in rows:
+        assert r["weights_mib"] > 0 and r["peak_mib"] >= r["weights_mib"] and r["seconds"] > 0

@@ -67,6 +67,17 @@ def test_stages_the_cascade_lacks_are_refused():
     assert run(keyframes_only).stages == ["keyframes", "decode (image decoder)"]
 
 
+def test_fps_warnings_name_the_stage_whose_trained_rates_are_left():
+    cascade = tiny_cascade(upscale=False, video_vae=False)
+    cascade.keyframes.register_to_config(fps_range=[8.0, 24.0])
+    cascade.interpolation.register_to_config(fps_range=[24.0, 36.0])  # output rates: keyframes at 8-12 fps
+    assert cascade.fps_warning(8.0) is None and cascade.fps_warning(12.0) is None
+    assert "outside" in cascade.fps_warning(4.0) and "interpolation" not in cascade.fps_warning(4.0)
+    warning = cascade.fps_warning(24.0)  # keyframes fine, interpolation to 72 fps is not
+    assert warning.startswith("interpolation x3:") and "72" in warning
+    assert cascade.fps_warning(24.0, interpolate=False) is None
+
+
 def test_save_and_load_one_folder_with_every_stage(cascade, tmp_path):
     cascade.save_pretrained(tmp_path / "cascade")
     assert sorted(p.name for p in (tmp_path / "cascade").iterdir()) == [

@@ -117,6 +117,29 @@ def test_written_dataset_round_trips(tmp_path):
         assert np.abs(frames[..., 0].astype(int) - expected).mean() < 1.0  # near-lossless H.264
 
 
+def test_written_dataset_at_several_frame_rates_keeps_the_digits_speed(tmp_path):
+    """`--fps 24 72`: clips alternate between the rates; a 72 fps video moves 0.25 px a frame, and every
+    3rd of its frames is the 24 fps rendering of the same clip (the true in-between frames exist)."""
+    from magicvideo.cli import main
+    from magicvideo.video_io import read_video
+
+    assert main(["digits", "data", str(tmp_path), "--split", "test", "--clips", "2", "--fps", "24", "72"]) == 0
+    with open(tmp_path / "captions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(row["fps"]) for row in rows] == [24.0, 72.0]
+    frames, fps = read_video(tmp_path / rows[1]["path"])
+    assert fps == 72 and frames.shape[0] == NATIVE_FRAMES
+    rng = random.Random("test-0")
+    sample_digit_clip(rng, "test")  # clip 0
+    spec = sample_digit_clip(rng, "test", span=(NATIVE_FRAMES - 1) / 3)
+    assert rows[1]["caption"] == spec.caption
+    np.testing.assert_array_equal(to_uint8(render(spec, np.arange(NATIVE_FRAMES) / 3))[::3],
+                                  to_uint8(render(spec, np.arange(NATIVE_FRAMES // 3))))
+    velocity = fit_velocity(centre_of_mass(frames[None, ..., 0].astype(np.float32) / 255))
+    np.testing.assert_allclose(velocity[0], np.array(DIRECTIONS[spec.sprites[0].direction]) * SPEED / 3, atol=0.01)
+    assert main(["digits", "data", str(tmp_path / "bad"), "--fps", "0"]) == 2
+
+
 def test_data_command_rejects_bad_arguments(tmp_path, capsys):
     from magicvideo.cli import main
 

@@ -106,10 +106,19 @@ def test_frame_adaptor_is_per_frame_affine():
     with torch.no_grad():
         conv.adaptor.scale.copy_(torch.rand_like(conv.adaptor.scale) + 0.5)
         conv.adaptor.shift.copy_(torch.randn_like(conv.adaptor.shift))
+        conv.bias.copy_(torch.randn_like(conv.bias))
     x = torch.randn(2 * FRAMES, 4, 8, 8)
+    params = (conv.weight, conv.bias, conv.adaptor.scale, conv.adaptor.shift)
     plain = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1).reshape(2, FRAMES, -1, 8, 8)
-    expected = plain * conv.adaptor.scale[None, :, :, None, None] + conv.adaptor.shift[None, :, :, None, None]
-    assert torch.allclose(conv(x, FRAMES), expected.reshape(2 * FRAMES, -1, 8, 8), atol=1e-6)
+    expected = (plain * conv.adaptor.scale[None, :, :, None, None]
+                + conv.adaptor.shift[None, :, :, None, None]).reshape(2 * FRAMES, -1, 8, 8)
+    fused = conv(x, FRAMES)  # the bias is folded into the adaptor's single pass
+    assert torch.allclose(fused, expected, atol=1e-5)
+    # ... and so are the gradients of every parameter (training goes through the same path)
+    weights = torch.randn_like(expected)
+    for a, b in zip(torch.autograd.grad((fused * weights).sum(), params),
+                    torch.autograd.grad((expected * weights).sum(), params)):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-5)
 
 
 def test_fps_embedding_starts_at_zero_and_conditions_once_trained():

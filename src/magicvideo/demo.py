@@ -46,7 +46,7 @@ def generate_video(cascade: MagicVideoCascadePipeline, out_dir: Path, prompt: st
     path = write_video(out_dir / f"{uuid.uuid4().hex}.mp4", out.frames, fps=out.fps)
     settings = {**out.settings, "stages": out.stages, "frames": int(len(out.frames)), "output_fps": out.fps,
                 "size": f"{out.frames.shape[2]}x{out.frames.shape[1]}"}
-    warning = cascade.fps_warning(float(fps))
+    warning = cascade.fps_warning(float(fps), interpolate="interpolation" in out.stages)
     if warning:
         settings["warning"] = warning
     return str(path), settings

@@ -31,6 +31,10 @@ def register(subparsers) -> None:
     d.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     d.add_argument("--two-digit-prob", type=float, default=0.0, help="probability that a clip has a second moving digit (default: 0)")
     d.add_argument("--crf", type=int, default=12, help="H.264 constant rate factor, lower is better quality (default: 12)")
+    d.add_argument("--fps", type=float, nargs="+", default=[24.0],
+                   help="frame rates of the videos, taken in turn (default: 24). The digits keep their speed "
+                        "(0.75 px per 1/24 s), so e.g. `--fps 24 36 72` adds the true in-between frames of 12 and "
+                        "24 fps keyframes for training frame interpolation")
     d.set_defaults(func=run_data)
 
     c = sub.add_parser(
@@ -97,7 +101,10 @@ def run_data(args) -> int:
         raise UserError(f"--two-digit-prob must be in [0, 1], got {args.two_digit_prob}")
     if not 0 <= args.crf <= 51:
         raise UserError(f"--crf must be in 0..51, got {args.crf}")
-    csv_path = write_dataset(args.out, args.split, args.clips, seed=args.seed, two_digit_prob=args.two_digit_prob, crf=args.crf)
+    if any(not 0 < rate <= 1000 for rate in args.fps):
+        raise UserError(f"--fps: frame rates must be in (0, 1000], got {args.fps}")
+    csv_path = write_dataset(args.out, args.split, args.clips, seed=args.seed, two_digit_prob=args.two_digit_prob, crf=args.crf,
+                             fps=tuple(args.fps))
     print(f"wrote {args.clips} clips and {csv_path}")
     return 0
 

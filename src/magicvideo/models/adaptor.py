@@ -21,11 +21,15 @@ class FrameAdaptor(nn.Module):
         self.scale = nn.Parameter(torch.ones(num_frames, channels))
         self.shift = nn.Parameter(torch.zeros(num_frames, channels))
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """S^i * (x^i + bias) + B^i, computed as S^i * x^i + (S^i * bias + B^i): one pass over `x`, so that a
+        convolution can leave its bias to the adaptor (`FrameAdaptedConv2d`)."""
         f = num_frames
+        scale, shift = self.scale[:f].to(x.dtype), self.shift[:f].to(x.dtype)
+        if bias is not None:
+            shift = torch.addcmul(shift, scale, bias.to(x.dtype))
         x = rearrange(x, "(b f) c h w -> b f c h w", f=f)
-        x = x * self.scale[:f, :, None, None].to(x.dtype) + self.shift[:f, :, None, None].to(x.dtype)
-        return rearrange(x, "b f c h w -> (b f) c h w")
+        return rearrange(torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None]), "b f c h w -> (b f) c h w")
 
 
 class FrameAdaptedConv2d(nn.Conv2d):
@@ -51,7 +55,8 @@ class FrameAdaptedConv2d(nn.Conv2d):
         return new
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        return self.adaptor(super().forward(x), num_frames)
+        # the convolution without its bias; the adaptor adds it (scaled) in its single pass over the output
+        return self.adaptor(self._conv_forward(x, self.weight, None), num_frames, self.bias)
 
 
 def add_frame_adaptors(model: nn.Module, num_frames: int) -> None:

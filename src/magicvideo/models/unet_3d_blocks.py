@@ -117,7 +117,8 @@ def resnet(block, x: torch.Tensor, temb: torch.Tensor, num_frames: int) -> torch
     h = _conv(block.conv2, block.dropout(block.nonlinearity(h)), num_frames)
     if block.conv_shortcut is not None:
         x = _conv(block.conv_shortcut, x, num_frames)
-    return (x + h) / block.output_scale_factor
+    out = x + h
+    return out if block.output_scale_factor == 1 else out / block.output_scale_factor
 
 
 def transformer(block: SpatioTemporalTransformer, x: torch.Tensor, inputs: FrameInputs) -> torch.Tensor:

@@ -156,8 +156,15 @@ class MagicVideoCascadePipeline:
     def upscale_factor(self) -> int | None:
         return None if self.upscaler is None else self.upscaler.scale
 
-    def fps_warning(self, fps: float | None) -> str | None:
-        return self.keyframes.fps_warning(fps)
+    def fps_warning(self, fps: float | None, interpolate: bool = True) -> str | None:
+        """A warning when the keyframes' `fps`, or (with `interpolate`) the interpolation's output rate
+        fps x factor, lies outside the rates the stage was trained at; else None."""
+        warning = self.keyframes.fps_warning(fps)
+        if warning is None and interpolate and self.interpolation is not None and fps is not None:
+            warning = self.interpolation.fps_warning(fps * self.interpolation_factor)
+            if warning:
+                warning = f"interpolation x{self.interpolation_factor}: {warning}"
+        return warning
 
     def check_stages(self, interpolate: bool, decoder: str, upscale: bool) -> None:
         """Refuse stage settings this cascade cannot apply, naming the argument."""

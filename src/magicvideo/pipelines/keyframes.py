@@ -233,10 +233,13 @@ class MagicVideoPipeline(DiffusionPipeline):
         `callback_on_step_end(pipe, step, timestep, tensors) -> dict` is called after every step
         with the tensors named in `callback_on_step_end_tensor_inputs`; tensors it returns replace
         them, and setting `pipe._interrupt = True` stops sampling after that step."""
-        default_size = self.unet.config.sample_size * self.vae_scale_factor
         num_frames = self.unet.config.num_frames if num_frames is None else num_frames
-        height = default_size if height is None else height
-        width = default_size if width is None else width
+        if height is None or width is None:
+            if self.unet.config.sample_size is None:
+                raise InvalidArgumentError("height", "the U-Net has no sample_size in its config: give height and width")
+            default_size = self.unet.config.sample_size * self.vae_scale_factor
+            height = default_size if height is None else height
+            width = default_size if width is None else width
         self.check_inputs(prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale, fps,
                           prompt_embeds, negative_prompt_embeds, num_videos_per_prompt, callback_on_step_end_tensor_inputs)
         if output_type not in OUTPUT_TYPES:

@@ -102,6 +102,7 @@ class InterpolationTask(DiffusionTask):
         return MagicVideoInterpolationPipeline(unet=unet, vae=self.vae, text_encoder=self.text_encoder,
                                                tokenizer=self.tokenizer, scheduler=scheduler,
                                                keyframe_stride=self.stride, residual=self.residual,
+                                               fps_range=self.fps_range(),  # output rates (window fps)
                                                noise_sharing=self.config.train.noise_sharing)
 
     @torch.no_grad()
