@@ -109,7 +109,9 @@ class DirectedTemporalAttention(nn.Module):
             if self.spatial_position:
                 position = position + spatial_position_encoding(h, w, c, x.device).to(x.dtype).repeat(f, 1)
         tokens = self.norm(rearrange(x, f"(b f) c h w -> {sequences}", f=f)) + position
-        qkv = F.linear(tokens, torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight]))  # one matmul
-        q, k, v = rearrange(qkv, "n l (three heads d) -> three n heads l d", three=3, heads=self.num_heads)
+        q, k, v = (
+            rearrange(proj(tokens), "n l (heads d) -> n heads l d", heads=self.num_heads)
+            for proj in (self.to_q, self.to_k, self.to_v)
+        )
         out = rearrange(temporal_attention(q, k, v, self.mode, frame_of_token), "n heads l d -> n l (heads d)")
         return rearrange(self.to_out(out), f"{sequences} -> (b f) c h w", f=f, h=h, w=w)
