@@ -15,6 +15,7 @@ from magicvideo.digits.evaluate import (  # noqa: E402
     evaluate_generator,
     evaluation_jobs,
     expected_displacement,
+    format_table,
     real_clip_generator,
 )
 
@@ -85,6 +86,27 @@ def test_real_clip_generator_scores_near_perfect(classifier):
     m = evaluate_generator(real_clip_generator(), jobs, batch_size=8, classifier=classifier, progress=False)
     assert m["clips"] == 24 and m["digit_accuracy"] >= 0.95 and m["direction_accuracy"] >= 0.95
     assert m["displacement_rel_error"] < 0.01 and m["displacement_correlation"] > 0.99
+
+
+def test_interpolated_clips_are_also_scored_between_their_keyframes(classifier):
+    """A clip at 3x the keyframe rate: the classifier's 16 frames are its keyframes, so the frames between
+    are scored on their own (phases 1, 2). Real keyframes with blank frames between: the keyframe score is
+    the real clips', the in-between frames score as blank clips (no digit recognised beyond chance)."""
+    real = real_clip_generator()
+    jobs = evaluation_jobs(fps_values=(8,), limit=16)
+
+    def blank_between(prompts, fps, seed):
+        keys = real(prompts, fps, seed)
+        clips = np.zeros((len(keys), 46, *keys.shape[2:]), keys.dtype)
+        clips[:, ::3] = keys
+        return clips, fps * 3
+
+    m = evaluate_generator(blank_between, jobs, batch_size=8, classifier=classifier, progress=False)
+    alone = evaluate_generator(real, jobs, batch_size=8, classifier=classifier, progress=False)
+    assert m["digit_accuracy"] == alone["digit_accuracy"] >= 0.9
+    assert sorted(m["in_between"]) == ["1", "2"] and "in_between" not in alone
+    assert all(scores["digit_accuracy"] <= 0.3 for scores in m["in_between"].values())
+    assert "phase 1" in format_table(m)
 
 
 def test_eval_command_json_and_errors(tmp_path, capsys):

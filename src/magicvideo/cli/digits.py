@@ -171,9 +171,11 @@ def run_eval(args) -> int:
             stages = dict(interpolate=not args.keyframes_only and cascade.interpolation is not None,
                           decoder=args.decoder, upscale=args.upscale)
             cascade.check_stages(**stages)
-            if stages["interpolate"] or stages["upscale"]:
+            if stages["interpolate"] or stages["upscale"] or cascade.interpolation is not None:
+                # one clip at a time, seeded per clip, so that --keyframes-only scores the very keyframes
+                # that the cascade interpolates (a paired comparison)
                 generate = cascade_generator(cascade, args.steps, args.guidance, **stages)
-            else:  # keyframes only: batched
+            else:  # a keyframe model alone: batched
                 generate = pipeline_generator(cascade.keyframes, args.steps, args.guidance, args.decoder)
         metrics = evaluate_generator(generate, jobs, batch_size=args.batch_size, classifier=classifier)
         if not args.real:

@@ -226,13 +226,18 @@ def evaluate_generator(
                 clips[i], clip_fps[i] = clip, out_fps
             bar.update(len(chunk))
     bar.close()
-    return evaluate_clips(
-        np.stack(clips),
-        [j["digit"] for j in jobs],
-        [j["direction"] for j in jobs],
-        clip_fps,
-        classifier=classifier,
-    )
+    clips, digits, directions = np.stack(clips), [j["digit"] for j in jobs], [j["direction"] for j in jobs]
+    result = evaluate_clips(clips, digits, directions, clip_fps, classifier=classifier)
+    factors = {round(out / job["fps"]) for out, job in zip(clip_fps, jobs)}
+    if len(factors) == 1 and (factor := factors.pop()) > 1:
+        # interpolated clips: the classifier's 16 frames, taken uniformly from (16 - 1) * k + 1 frames, are
+        # the keyframes; score the frames between them too, phase by phase (frames j, j + k, ...)
+        result["in_between"] = {}
+        for phase in range(1, factor):
+            scores = evaluate_clips(clips[:, phase::factor], digits, directions, [j["fps"] for j in jobs],
+                                    classifier=classifier)
+            result["in_between"][str(phase)] = {key: scores[key] for key in ("digit_accuracy", "direction_accuracy")}
+    return result
 
 
 def coherence_references(jobs: list[dict], vae=None, decoders=("image",), batch_size: int = 8) -> dict:
@@ -278,6 +283,9 @@ def format_table(metrics: dict) -> str:
     lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(t, widths)) for t in text]
     lines.append(f"displacement correlation (measured vs expected): {metrics['displacement_correlation']:.3f}")
+    for phase, scores in metrics.get("in_between", {}).items():
+        lines.append(f"frames between the keyframes (phase {phase}): digit acc {scores['digit_accuracy']:.3f}, "
+                     f"direction acc {scores['direction_accuracy']:.3f}")
     for name, ref in metrics.get("references", {}).items():
         lines.append(f"coherence of {name.replace('_', ' ')} (same jobs): first-last {ref['coherence_first_last']:.3f}, "
                      f"consecutive {ref['coherence_consecutive']:.3f}")
