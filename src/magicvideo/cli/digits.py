@@ -93,7 +93,7 @@ def add_eval_parser(subparsers, name: str) -> None:
 
 
 def run_data(args) -> int:
-    from magicvideo.digits.writer import write_dataset
+    from magicvideo.digits.writer import check_frame_rates, write_dataset
 
     if args.clips < 1:
         raise UserError(f"--clips must be at least 1, got {args.clips}")
@@ -101,8 +101,10 @@ def run_data(args) -> int:
         raise UserError(f"--two-digit-prob must be in [0, 1], got {args.two_digit_prob}")
     if not 0 <= args.crf <= 51:
         raise UserError(f"--crf must be in 0..51, got {args.crf}")
-    if any(not 0 < rate <= 1000 for rate in args.fps):
-        raise UserError(f"--fps: frame rates must be in (0, 1000], got {args.fps}")
+    try:
+        check_frame_rates(args.fps)
+    except ValueError as error:
+        raise UserError(f"--fps: {error}") from None
     csv_path = write_dataset(args.out, args.split, args.clips, seed=args.seed, two_digit_prob=args.two_digit_prob, crf=args.crf,
                              fps=tuple(args.fps))
     print(f"wrote {args.clips} clips and {csv_path}")
@@ -171,7 +173,7 @@ def run_eval(args) -> int:
             stages = dict(interpolate=not args.keyframes_only and cascade.interpolation is not None,
                           decoder=args.decoder, upscale=args.upscale)
             cascade.check_stages(**stages)
-            if stages["interpolate"] or stages["upscale"] or cascade.interpolation is not None:
+            if stages["upscale"] or cascade.interpolation is not None:
                 # one clip at a time, seeded per clip, so that --keyframes-only scores the very keyframes
                 # that the cascade interpolates (a paired comparison)
                 generate = cascade_generator(cascade, args.steps, args.guidance, **stages)

