@@ -335,3 +335,26 @@ def test_fine_tuning_from_the_bundled_model_keeps_its_context_length(setup, tmp_
     assert pipe.tokenizer.model_max_length == 16
     assert not (tmp_path / "run" / "final" / "text_encoder").exists()
     assert pipe.unet.config.num_frames == 16
+
+
+def test_new_layers_named_in_the_config_extend_a_pretrained_model_without_changing_it():
+    """`model.temporal_convolution` / `model.space_time_attention` on a pretrained pipeline: its U-Net
+    gains zero-initialised layers at the flagged levels only and computes exactly what it did."""
+    from magicvideo.loading import BUNDLED_MODEL
+    from magicvideo.training.components import load_components
+    from magicvideo.training.config import config_from_dict
+
+    def unet_of(**model):
+        return load_components(config_from_dict({"model": {"pretrained": str(BUNDLED_MODEL), **model}})).unet.eval()
+
+    plain, extended = unet_of(), unet_of(temporal_convolution=[False, True, True], space_time_attention=[False, False, True])
+    added = set(extended.state_dict()) - set(plain.state_dict())
+    assert {name.split(".temporal_convolution.")[0].split(".")[0] for name in added if ".temporal_convolution." in name} \
+        == {"down_blocks", "mid_block", "up_blocks"}
+    assert not any(name.startswith(("down_blocks.0.", "up_blocks.2.")) for name in added)
+    assert any(".space_time_attention." in name for name in added)
+    assert tuple(extended.config.temporal_convolution) == (False, True, True)
+    g = torch.Generator().manual_seed(0)
+    sample, context = torch.randn(1, 4, 4, 8, 8, generator=g), torch.randn(1, 16, 384, generator=g)
+    with torch.no_grad():
+        assert torch.equal(extended(sample, 500, context, fps=8).sample, plain(sample, 500, context, fps=8).sample)

@@ -380,13 +380,13 @@ def test_switching_the_temporal_attention_mask_equals_building_with_it():
 
 
 def test_added_space_time_branch_starts_exact_stays_causal_and_round_trips(tmp_path):
-    """with_space_time_attention((False, True)): a copy with zero-initialised space-time branches at the
+    """with_new_layers(space_time_attention=(False, True)): a copy with zero-initialised space-time branches at the
     second level (and the mid block) computes exactly what the model computed; once trained (here
     randomised) it changes the output, stays directed, and saves / loads with its flags."""
     unet = randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES).eval(), seed=1, std=0.1)
     levels = len(TINY_UNET["down_block_types"])
     flags = (False,) * (levels - 1) + (True,)
-    extended = unet.with_space_time_attention(flags).eval()
+    extended = unet.with_new_layers(space_time_attention=flags).eval()
     added = [name for name in extended.state_dict() if ".space_time_attention." in name]
     assert added and set(extended.state_dict()) - set(unet.state_dict()) == set(added)
     assert set(added) <= set(extended.new_parameter_names())
@@ -445,7 +445,7 @@ def test_spatial_position_encoding_tells_space_time_tokens_apart_and_switches_wi
 
     unet = randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES).eval(), seed=1, std=0.1)
     sample, t, context = inputs()
-    extended = unet.with_space_time_attention(True).eval()
+    extended = unet.with_new_layers(space_time_attention=True).eval()
     extended.set_temporal_attention(spatial_position=True)
     with torch.no_grad():
         assert torch.equal(extended(sample, t, context).sample, unet(sample, t, context).sample)
@@ -463,3 +463,51 @@ def test_spatial_position_encoding_tells_space_time_tokens_apart_and_switches_wi
         assert (loaded(sample, t, context).sample - out).abs().max() > 1e-4
     with pytest.raises(ValueError, match="multiple of 4"):
         DirectedTemporalAttention(18, 2, "directed", "space_time", spatial_position=True)
+
+
+def test_causal_temporal_convolution_starts_exact_stays_causal_reaches_other_positions_and_round_trips(tmp_path):
+    """temporal_convolution (beyond the paper, issue #13): a zero-initialised causal 3 x 3 x 3 convolution
+    beside every res-block of the flagged levels. Fresh, the model computes exactly what the model without
+    it computes; trained (here randomised), output frame p depends only on frames p - 2 ... p, at other
+    positions too (a moving subject is elsewhere in the frames before)."""
+    from magicvideo.models.temporal_convolution import CausalTemporalConvolution
+
+    plain = randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES).eval(), seed=1, std=0.1)
+    unet = plain.with_new_layers(temporal_convolution=True).eval()
+    missing = set(unet.state_dict()) - set(plain.state_dict())
+    assert missing and all(".temporal_convolution." in name for name in missing)
+    assert missing <= set(unet.new_parameter_names())
+    assert any(name.startswith("mid_block.resnets.") for name in missing)
+    sample, t, context = inputs()
+    with torch.no_grad():
+        assert torch.equal(unet(sample, t, context).sample, plain(sample, t, context).sample)
+    for name, parameter in unet.named_parameters():
+        if ".temporal_convolution." in name:
+            torch.nn.init.normal_(parameter, std=0.1, generator=torch.Generator().manual_seed(len(name)))
+    with torch.no_grad():
+        out, later = unet(sample, t, context).sample, unet(change_from(sample, 3), t, context).sample
+    assert (out - plain(sample, t, context).sample).abs().max() > 1e-3
+    assert torch.allclose(out[:, :, :3], later[:, :, :3], atol=1e-6, rtol=0)
+    assert (out[:, :, 3:] - later[:, :, 3:]).abs().max() > 1e-2
+
+    layer = randomize_(CausalTemporalConvolution(8, norm_groups=4), seed=2, std=0.3)
+    x = torch.randn(5, 8, 5, 5)  # one clip of 5 frames
+    poked = x.clone()
+    poked[1, :, 0, 0] += 1.0  # frame 1, a corner
+    with torch.no_grad():
+        change = (layer(poked, 5) - layer(x, 5)).abs().amax(dim=1)  # (frames, H, W)
+    assert change[0].max() == 0 == change[4].max()  # the frame before, and frames beyond the 3-frame kernel
+    assert change[1:4].min() > 0  # frames 1-3 everywhere: the per-frame norm, then the 3 x 3 kernel
+
+    flags = (False,) * (len(TINY_UNET["down_block_types"]) - 1) + (True,)
+    unet.save_pretrained(tmp_path / "u")
+    loaded = MagicVideoUNet3D.from_pretrained(tmp_path / "u").eval()
+    assert loaded.config.temporal_convolution is True
+    with torch.no_grad():
+        assert torch.equal(loaded(sample, t, context).sample, out)
+    partial = MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, temporal_convolution=flags)
+    assert not any(name.startswith("down_blocks.0.") and ".temporal_convolution." in name for name in partial.state_dict())
+    with pytest.raises(ValueError, match="one flag per down block"):
+        MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, temporal_convolution=(True,))
+    with pytest.raises(ValueError, match="add no layers"):
+        plain.with_new_layers(temporal_attention="bidirectional")

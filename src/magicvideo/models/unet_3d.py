@@ -6,7 +6,8 @@ names) applied to every frame, inflated with
 - directed temporal attention in parallel with every spatial transformer:
   z = S-Attn(z) + T-Attn(z) (`temporal_attention.py`, `unet_3d_blocks.py`),
 - an FPS embedding Linear(SiLU(Linear(Sin(v)))) added to the timestep embedding.
-There are no 3D or temporal convolutions. With the adaptors at identity, the temporal output
+There are no 3D or temporal convolutions in the paper's design (`temporal_convolution`, beyond the
+paper, adds a causal one beside res-blocks). With the adaptors at identity, the temporal output
 projections at zero and the FPS embedding's last layer at zero (their initial values), the model
 equals the 2D U-Net applied to each frame. The clip's frame count is read from the input's shape
 and passed down explicitly; no module keeps per-call state.
@@ -30,6 +31,7 @@ from einops import rearrange, repeat
 from .adaptor import add_frame_adaptors
 from .first_frame_attention import SPATIAL_ATTENTION_MODES, FirstFrameAttnProcessor
 from .temporal_attention import TEMPORAL_ATTENTION_MODES, TEMPORAL_ATTENTION_SCOPES, DirectedTemporalAttention
+from .temporal_convolution import CausalTemporalConvolution
 from .unet_3d_blocks import SUPPORTED_BLOCKS, FrameInputs, SpatioTemporalTransformer, down_block, mid_block, up_block
 
 # The subset of UNet2DConditionModel's configuration that the 3D U-Net supports (Stable Diffusion
@@ -51,6 +53,14 @@ def _plain(value):
 def _per_frame(x: torch.Tensor | None, frames: int) -> torch.Tensor | None:
     """A per-clip tensor (B, ...) repeated for each frame: (B * F, ...), frames folded as (b f)."""
     return None if x is None else repeat(x, "b ... -> (b f) ...", f=frames)
+
+
+def _per_level(flags: bool | tuple[bool, ...], levels: int, name: str) -> tuple[bool, ...]:
+    """One flag per down block (the up blocks mirror them, the mid block takes the last)."""
+    flags = (flags,) * levels if isinstance(flags, bool) else tuple(flags)
+    if len(flags) != levels:
+        raise ValueError(f"{name}: one flag per down block ({levels}), got {flags!r}")
+    return flags
 
 
 def _folded(x: torch.Tensor) -> torch.Tensor:
@@ -77,8 +87,11 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
     position; "space_time": over all the tokens of the visible frames, see `temporal_attention.py`),
     `space_time_attention` (one flag, or one per down block, mirrored by the up blocks, the mid block
     taking the last: a second, zero-initialised temporal branch of scope "space_time" beside the
-    temporal attention of those levels; beyond the paper, see `with_space_time_attention`),
-    `spatial_position_encoding` (space-time attentions also encode each token's row and column).
+    temporal attention of those levels; beyond the paper, see `with_new_layers`),
+    `spatial_position_encoding` (space-time attentions also encode each token's row and column),
+    `temporal_convolution` (one flag, or one per down block as `space_time_attention`: a zero-initialised
+    causal space-time convolution beside every res-block of those levels; beyond the paper, see
+    `temporal_convolution.py`).
     """
 
     _supports_gradient_checkpointing = True
@@ -124,6 +137,7 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         temporal_attention_scope: str = "position",
         space_time_attention: bool | tuple[bool, ...] = False,
         spatial_position_encoding: bool = False,
+        temporal_convolution: bool | tuple[bool, ...] = False,
     ):
         super().__init__()
         if temporal_attention not in TEMPORAL_ATTENTION_MODES:
@@ -145,9 +159,8 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         self.gradient_checkpointing = False
 
         levels = len(down_block_types)
-        space_time = (space_time_attention,) * levels if isinstance(space_time_attention, bool) else space_time_attention
-        if len(space_time) != levels:
-            raise ValueError(f"space_time_attention: one flag per down block ({levels}), got {space_time_attention!r}")
+        space_time = _per_level(space_time_attention, levels, "space_time_attention")
+        temporal_conv = _per_level(temporal_convolution, levels, "temporal_convolution")
         level_of = {}  # parent module -> resolution level (up blocks mirror the down blocks; mid: the lowest)
         for level, block in enumerate(self.down_blocks):
             level_of[block] = level
@@ -166,6 +179,9 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
                                                   "directed" if temporal_attention == "none" else temporal_attention,
                                                   "space_time", spatial_position_encoding) if space_time[level] else None
                 block.attentions[index] = SpatioTemporalTransformer.inflate(child, temporal, extra)
+            if temporal_conv[level]:
+                for res in block.resnets:
+                    res.temporal_convolution = CausalTemporalConvolution(res.out_channels, norm_groups=norm_num_groups or 32)
         add_frame_adaptors(self, num_frames)
         self.set_spatial_attention(spatial_attention)
         self.fps_proj = self.fps_embedding = None
@@ -214,15 +230,20 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
                                                     else AttnProcessor2_0())
         self.register_to_config(spatial_attention=mode)
 
-    def with_space_time_attention(self, space_time_attention: bool | tuple[bool, ...]) -> "MagicVideoUNet3D":
-        """A copy of this model with zero-initialised space-time branches at the given levels (see
-        `space_time_attention`): every weight copied, so before training it computes exactly what
-        this model computes."""
+    def with_new_layers(self, **flags: bool | tuple[bool, ...]) -> "MagicVideoUNet3D":
+        """A copy of this model with zero-initialised layers added at the levels given by `flags`:
+        `space_time_attention` and/or `temporal_convolution` (one flag, or one per down block; see the
+        class). Every weight is copied, so before training the copy computes exactly what this model
+        computes."""
+        added = {"space_time_attention": ".space_time_attention.", "temporal_convolution": ".temporal_convolution."}
+        unknown = set(flags) - set(added)
+        if unknown:
+            raise ValueError(f"with_new_layers: {sorted(unknown)} add no layers; use {sorted(added)}")
         config = {key: value for key, value in self.config.items() if not key.startswith("_")}
-        model = type(self)(**{**config, "space_time_attention": space_time_attention}).to(self.device, self.dtype)
+        model = type(self)(**{**config, **flags}).to(self.device, self.dtype)
         missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
-        if unexpected or any(".space_time_attention." not in name for name in missing):
-            raise RuntimeError(f"space-time extension mismatch: unexpected {unexpected}, missing {missing}")
+        if unexpected or any(not any(added[key] in name for key in flags) for name in missing):
+            raise RuntimeError(f"extension mismatch: unexpected {unexpected}, missing {missing}")
         return model  # the config carried the attention modes over
 
     def set_temporal_attention(self, mode: str | None = None, scope: str | None = None,
@@ -252,7 +273,8 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
     def new_parameter_names(self) -> list[str]:
         """Names of the parameters MagicVideo adds to the image U-Net."""
         return [name for name in self.state_dict() if ".adaptor." in name or ".temporal_attention." in name
-                or ".space_time_attention." in name or name.startswith("fps_embedding.")]
+                or ".space_time_attention." in name or ".temporal_convolution." in name
+                or name.startswith("fps_embedding.")]
 
     def _embedding(self, timestep, batch: int, frames: int, device, dtype, fps, class_labels, timestep_cond):
         """The time (+ class, + fps) embedding of every frame, (B * F, D).

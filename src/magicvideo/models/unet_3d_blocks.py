@@ -99,7 +99,8 @@ class FrameInputs:
 
 
 def resnet(block, x: torch.Tensor, temb: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """`ResnetBlock2D.forward` with frame-adapted convolutions."""
+    """`ResnetBlock2D.forward` with frame-adapted convolutions, plus the causal temporal convolution
+    of `temporal_convolution.py` when the block has one."""
     if block.upsample is not None or block.downsample is not None:
         raise NotImplementedError("resnet blocks that resample are not supported by the 3D U-Net")
     h = block.nonlinearity(block.norm1(x))
@@ -118,7 +119,9 @@ def resnet(block, x: torch.Tensor, temb: torch.Tensor, num_frames: int) -> torch
     if block.conv_shortcut is not None:
         x = _conv(block.conv_shortcut, x, num_frames)
     out = x + h
-    return out if block.output_scale_factor == 1 else out / block.output_scale_factor
+    out = out if block.output_scale_factor == 1 else out / block.output_scale_factor
+    temporal = getattr(block, "temporal_convolution", None)
+    return out if temporal is None else out + temporal(out, num_frames)
 
 
 def transformer(block: SpatioTemporalTransformer, x: torch.Tensor, inputs: FrameInputs) -> torch.Tensor:

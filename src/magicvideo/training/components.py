@@ -54,8 +54,11 @@ def load_components(config: Config, with_unet: bool = True) -> Components:
         unet = MagicVideoUNet3D(**model.unet)
     if unet is not None and model.spatial_attention:
         unet.set_spatial_attention(model.spatial_attention)
-    if unet is not None and model.space_time_attention is not None:
-        unet = unet.with_space_time_attention(tuple(model.space_time_attention))
+    new_layers = {key: tuple(flags) for key, flags in (("space_time_attention", model.space_time_attention),
+                                                       ("temporal_convolution", model.temporal_convolution))
+                  if flags is not None}
+    if unet is not None and new_layers:
+        unet = unet.with_new_layers(**new_layers)
     if unet is not None and (model.temporal_attention or model.temporal_attention_scope
                              or model.spatial_position_encoding is not None):
         unet.set_temporal_attention(model.temporal_attention, model.temporal_attention_scope,

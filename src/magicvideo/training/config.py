@@ -59,8 +59,11 @@ class ModelConfig:
     temporal_attention: str | None = None
     temporal_attention_scope: str | None = None
     # add zero-initialised space-time attention branches to a pretrained U-Net: one flag per down block
-    # (MagicVideoUNet3D.with_space_time_attention); None adds none
+    # (MagicVideoUNet3D.with_new_layers); None adds none
     space_time_attention: list[bool] | None = None
+    # add zero-initialised causal temporal convolutions beside the res-blocks of a pretrained U-Net, one
+    # flag per down block (models/temporal_convolution.py, MagicVideoUNet3D.with_new_layers); None adds none
+    temporal_convolution: list[bool] | None = None
     # space-time attentions (the branches above, a space_time scope) also encode each token's row and
     # column (MagicVideoUNet3D.spatial_position_encoding); None keeps the pretrained / model.unet setting
     spatial_position_encoding: bool | None = None
