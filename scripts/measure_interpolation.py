@@ -134,6 +134,13 @@ def real_clip_benchmark(pipe, rows, root: Path, steps: int, guidance: float, see
                  "psnr_sem": float(np.std(v["psnr"]) / np.sqrt(len(v["psnr"])))} for m, v in scores.items()}
     wins = {m: float(np.mean(np.array(scores["model"]["psnr"]) > np.array(scores[m]["psnr"])))
             for m in methods if m != "model"}
+    # paired: the per-clip difference model - method, its mean and standard error, for PSNR and SSIM
+    for m in methods:
+        if m != "model":
+            for key in ("psnr", "ssim"):
+                diff = np.array(scores["model"][key]) - np.array(scores[m][key])
+                table[m][f"model_minus_{key}"] = float(diff.mean())
+                table[m][f"model_minus_{key}_sem"] = float(diff.std() / np.sqrt(len(diff)))
     moves = {m: motion(np.concatenate(v)) for m, v in clips.items()}
     return table, wins, moves, example, seconds
 
