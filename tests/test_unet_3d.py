@@ -511,3 +511,46 @@ def test_causal_temporal_convolution_starts_exact_stays_causal_reaches_other_pos
         MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, temporal_convolution=(True,))
     with pytest.raises(ValueError, match="add no layers"):
         plain.with_new_layers(temporal_attention="bidirectional")
+
+
+def test_relative_frame_positions_depend_on_frame_distance_only_and_stay_causal(tmp_path):
+    """temporal_position_encoding="relative" (beyond the paper, issue #13): rotary q / k, so a logit
+    depends on the frame distance only and no frame index enters the values; the mask is unchanged."""
+    from magicvideo.models.temporal_attention import DirectedTemporalAttention, rotate_by_frame
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    frames = torch.tensor([0, 2, 5])
+    logits = rotate_by_frame(q, frames) @ rotate_by_frame(k, frames).T
+    assert torch.allclose(logits, rotate_by_frame(q, frames + 7) @ rotate_by_frame(k, frames + 7).T, atol=1e-5)
+    assert not torch.allclose(logits, q @ k.T, atol=1e-3)
+
+    still = torch.randn(1, 16, 3, 3, generator=g).repeat(5, 1, 1, 1)  # one clip of 5 identical frames
+    outputs = {}
+    for encoding in ("absolute", "relative"):
+        layer = randomize_(DirectedTemporalAttention(16, 4, "directed", frame_position=encoding), seed=4, std=0.3)
+        with torch.no_grad():
+            outputs[encoding] = layer(still, 5)
+    # identical frames: relative attention averages identical values, whatever the weights
+    assert torch.allclose(outputs["relative"], outputs["relative"][:1].expand(5, -1, -1, -1), atol=1e-5)
+    assert (outputs["absolute"] - outputs["absolute"][:1]).abs().max() > 1e-3
+    space_time = randomize_(DirectedTemporalAttention(16, 4, "directed", "space_time", True, "relative"), seed=5, std=0.3)
+    clip = torch.randn(5, 16, 3, 3, generator=g)
+    changed = torch.cat([clip[:3], torch.randn(2, 16, 3, 3, generator=g)])
+    with torch.no_grad():
+        assert torch.allclose(space_time(clip, 5)[:3], space_time(changed, 5)[:3], atol=1e-6)
+
+    torch.manual_seed(0)
+    unet = randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, temporal_position_encoding="relative"), seed=2).eval()
+    sample, t, context = inputs()
+    with torch.no_grad():
+        before, after = unet(sample, t, context).sample, unet(change_from(sample, 3), t, context).sample
+    assert torch.allclose(before[:, :, :3], after[:, :, :3], atol=1e-5, rtol=0)
+    assert (before[:, :, 3:] - after[:, :, 3:]).abs().max() > 1e-2
+    unet.save_pretrained(tmp_path / "u")
+    loaded = MagicVideoUNet3D.from_pretrained(tmp_path / "u").eval()
+    assert loaded.config.temporal_position_encoding == "relative"
+    with torch.no_grad():
+        assert torch.equal(loaded(sample, t, context).sample, before)
+    with pytest.raises(ValueError, match="temporal_position_encoding"):
+        MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, temporal_position_encoding="learned")

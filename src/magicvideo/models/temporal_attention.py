@@ -23,6 +23,12 @@ Scopes (beyond the paper, a config switch; issue #13):
   sinusoidal encoding of their (row, column), as ViViT's and Latte's space-time tokens do, so that
   attention can tell where in the frame a token sits (the "position" scope has no need: its
   sequence is one position).
+
+Frame positions (beyond the paper, a config switch; issue #13):
+- ``"absolute"`` (default): a sinusoidal encoding of the frame index is added to every token.
+- ``"relative"``: rotary embeddings (RoFormer) of the frame index turn q and k, so that the attention
+  logit of frame p for frame q depends on their contents and on p - q only, and nothing about the
+  frame index enters the values: "take from the frame before" is the same operation at every frame.
 """
 
 from __future__ import annotations
@@ -35,6 +41,19 @@ from torch import nn
 
 TEMPORAL_ATTENTION_MODES = ("directed", "directed_post_softmax", "bidirectional", "none")
 TEMPORAL_ATTENTION_SCOPES = ("position", "space_time")
+FRAME_POSITION_ENCODINGS = ("absolute", "relative")
+
+
+def rotate_by_frame(x: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding: x (..., L, d) turned by angle frame * 10000^(-2i/d) in its (i, i + d/2)
+    channel pairs, `frame` (L,) the frame index of each token; rotate(q, p) . rotate(k, q) depends on
+    p - q only."""
+    half = x.shape[-1] // 2
+    freqs = 10000.0 ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angle = frame.to(torch.float32)[:, None] * freqs[None]
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 def temporal_attention(q, k, v, mode: str, frame_of_token: torch.Tensor | None = None) -> torch.Tensor:
@@ -68,13 +87,14 @@ class DirectedTemporalAttention(nn.Module):
     """Multi-head self-attention over the frames at each spatial position (`scope="position"`) or
     over all the tokens of the frames (`scope="space_time"`).
 
-    LayerNorm, a sinusoidal frame-position encoding, q/k/v projections, attention over frames
-    (masked according to `mode`) and an output projection initialised to zero, so that adding
-    this branch to an image model leaves its output unchanged until trained.
+    LayerNorm, a frame-position encoding (`frame_position`: a sinusoid added to the tokens, or rotary
+    on q and k), q/k/v projections, attention over frames (masked according to `mode`) and an output
+    projection initialised to zero, so that adding this branch to an image model leaves its output
+    unchanged until trained.
     """
 
     def __init__(self, channels: int, num_heads: int = 8, mode: str = "directed", scope: str = "position",
-                 spatial_position: bool = False):
+                 spatial_position: bool = False, frame_position: str = "absolute"):
         super().__init__()
         if mode not in TEMPORAL_ATTENTION_MODES or mode == "none":
             raise ValueError(f"mode must be one of {TEMPORAL_ATTENTION_MODES[:-1]}, got {mode!r}")
@@ -84,6 +104,11 @@ class DirectedTemporalAttention(nn.Module):
             raise ValueError(f"temporal attention: {channels} channels do not split into {num_heads} heads")
         if spatial_position and channels % 4:
             raise ValueError(f"spatial position encoding: {channels} channels are not a multiple of 4")
+        if frame_position not in FRAME_POSITION_ENCODINGS:
+            raise ValueError(f"frame_position must be one of {FRAME_POSITION_ENCODINGS}, got {frame_position!r}")
+        if frame_position == "relative" and (channels // num_heads) % 2:
+            raise ValueError(f"relative frame positions: {channels // num_heads} channels per head are not even")
+        self.frame_position = frame_position
         self.mode = mode
         self.spatial_position = spatial_position
         self.scope = scope
@@ -100,12 +125,13 @@ class DirectedTemporalAttention(nn.Module):
         """`x` is (batch * num_frames, C, H, W), frames folded into the batch."""
         f, (_, c, h, w) = num_frames, x.shape
         frame = torch.arange(f, device=x.device)
-        position = get_timestep_embedding(frame, c, flip_sin_to_cos=True).to(x.dtype)
+        absolute = self.frame_position == "absolute"
+        position = get_timestep_embedding(frame, c, flip_sin_to_cos=True).to(x.dtype) if absolute else 0
         if self.scope == "position":  # a sequence of frames at each spatial position
             sequences, frame_of_token = "(b h w) f c", None
         else:  # one sequence of all the clip's tokens
             sequences, frame_of_token = "b (f h w) c", frame.repeat_interleave(h * w)
-            position = position.repeat_interleave(h * w, dim=0)
+            position = position.repeat_interleave(h * w, dim=0) if absolute else 0
             if self.spatial_position:
                 position = position + spatial_position_encoding(h, w, c, x.device).to(x.dtype).repeat(f, 1)
         tokens = self.norm(rearrange(x, f"(b f) c h w -> {sequences}", f=f)) + position
@@ -113,5 +139,8 @@ class DirectedTemporalAttention(nn.Module):
             rearrange(proj(tokens), "n l (heads d) -> n heads l d", heads=self.num_heads)
             for proj in (self.to_q, self.to_k, self.to_v)
         )
+        if not absolute:
+            token_frame = frame if frame_of_token is None else frame_of_token
+            q, k = rotate_by_frame(q, token_frame), rotate_by_frame(k, token_frame)
         out = rearrange(temporal_attention(q, k, v, self.mode, frame_of_token), "n heads l d -> n l (heads d)")
         return rearrange(self.to_out(out), f"{sequences} -> (b f) c h w", f=f, h=h, w=w)

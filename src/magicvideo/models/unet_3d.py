@@ -30,7 +30,12 @@ from einops import rearrange, repeat
 
 from .adaptor import add_frame_adaptors
 from .first_frame_attention import SPATIAL_ATTENTION_MODES, FirstFrameAttnProcessor
-from .temporal_attention import TEMPORAL_ATTENTION_MODES, TEMPORAL_ATTENTION_SCOPES, DirectedTemporalAttention
+from .temporal_attention import (
+    FRAME_POSITION_ENCODINGS,
+    TEMPORAL_ATTENTION_MODES,
+    TEMPORAL_ATTENTION_SCOPES,
+    DirectedTemporalAttention,
+)
 from .temporal_convolution import CausalTemporalConvolution
 from .unet_3d_blocks import SUPPORTED_BLOCKS, FrameInputs, SpatioTemporalTransformer, down_block, mid_block, up_block
 
@@ -91,7 +96,9 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
     `spatial_position_encoding` (space-time attentions also encode each token's row and column),
     `temporal_convolution` (one flag, or one per down block as `space_time_attention`: a zero-initialised
     causal space-time convolution beside every res-block of those levels; beyond the paper, see
-    `temporal_convolution.py`).
+    `temporal_convolution.py`), `temporal_position_encoding` ("absolute": the frame index's sinusoid
+    added to the tokens; "relative": rotary embeddings, logits that depend on frame distance only; see
+    `temporal_attention.py`).
     """
 
     _supports_gradient_checkpointing = True
@@ -138,10 +145,14 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         space_time_attention: bool | tuple[bool, ...] = False,
         spatial_position_encoding: bool = False,
         temporal_convolution: bool | tuple[bool, ...] = False,
+        temporal_position_encoding: str = "absolute",
     ):
         super().__init__()
         if temporal_attention not in TEMPORAL_ATTENTION_MODES:
             raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTION_MODES}, got {temporal_attention!r}")
+        if temporal_position_encoding not in FRAME_POSITION_ENCODINGS:
+            raise ValueError(f"temporal_position_encoding must be one of {FRAME_POSITION_ENCODINGS}, "
+                             f"got {temporal_position_encoding!r}")
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         for kind, types in (("down", down_block_types), ("mid", [mid_block_type]), ("up", up_block_types)):
@@ -174,10 +185,11 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
                     continue
                 temporal = None if temporal_attention == "none" else DirectedTemporalAttention(
                     child.in_channels, temporal_attention_heads, temporal_attention, temporal_attention_scope,
-                    spatial_position_encoding)
+                    spatial_position_encoding, temporal_position_encoding)
                 extra = DirectedTemporalAttention(child.in_channels, temporal_attention_heads,
                                                   "directed" if temporal_attention == "none" else temporal_attention,
-                                                  "space_time", spatial_position_encoding) if space_time[level] else None
+                                                  "space_time", spatial_position_encoding,
+                                                  temporal_position_encoding) if space_time[level] else None
                 block.attentions[index] = SpatioTemporalTransformer.inflate(child, temporal, extra)
             if temporal_conv[level]:
                 for res in block.resnets:
