@@ -61,6 +61,13 @@ def randomized(mode, seed=3):
     return randomize_(MagicVideoUNet3D(**TINY_UNET, num_frames=FRAMES, temporal_attention=mode), seed=seed).eval()
 
 
+def randomize_layers_(model, marker: str, std: float) -> None:
+    """Random values for the parameters whose names contain `marker` (zero-initialised layers become active)."""
+    for name, parameter in model.named_parameters():
+        if marker in name:
+            torch.nn.init.normal_(parameter, std=std, generator=torch.Generator().manual_seed(len(name)))
+
+
 def change_from(sample, k):
     changed = sample.clone()
     changed[:, :, k:] = torch.randn_like(changed[:, :, k:])
@@ -395,9 +402,7 @@ def test_added_space_time_branch_starts_exact_stays_causal_and_round_trips(tmp_p
     sample, t, context = inputs()
     with torch.no_grad():
         assert torch.equal(extended(sample, t, context).sample, unet(sample, t, context).sample)
-    for name, parameter in extended.named_parameters():
-        if ".space_time_attention." in name:
-            torch.nn.init.normal_(parameter, std=0.3, generator=torch.Generator().manual_seed(len(name)))
+    randomize_layers_(extended, ".space_time_attention.", std=0.3)
     changed = sample.clone()
     changed[:, :, 3:] += torch.randn_like(changed[:, :, 3:])
     with torch.no_grad():
@@ -449,9 +454,7 @@ def test_spatial_position_encoding_tells_space_time_tokens_apart_and_switches_wi
     extended.set_temporal_attention(spatial_position=True)
     with torch.no_grad():
         assert torch.equal(extended(sample, t, context).sample, unet(sample, t, context).sample)
-    for name, parameter in extended.named_parameters():
-        if ".space_time_attention." in name:
-            torch.nn.init.normal_(parameter, std=0.3, generator=torch.Generator().manual_seed(len(name)))
+    randomize_layers_(extended, ".space_time_attention.", std=0.3)
     with torch.no_grad():
         out = extended(sample, t, context).sample
     extended.save_pretrained(tmp_path / "u")
@@ -481,9 +484,7 @@ def test_causal_temporal_convolution_starts_exact_stays_causal_reaches_other_pos
     sample, t, context = inputs()
     with torch.no_grad():
         assert torch.equal(unet(sample, t, context).sample, plain(sample, t, context).sample)
-    for name, parameter in unet.named_parameters():
-        if ".temporal_convolution." in name:
-            torch.nn.init.normal_(parameter, std=0.1, generator=torch.Generator().manual_seed(len(name)))
+    randomize_layers_(unet, ".temporal_convolution.", std=0.1)
     with torch.no_grad():
         out, later = unet(sample, t, context).sample, unet(change_from(sample, 3), t, context).sample
     assert (out - plain(sample, t, context).sample).abs().max() > 1e-3

@@ -125,22 +125,21 @@ class DirectedTemporalAttention(nn.Module):
         """`x` is (batch * num_frames, C, H, W), frames folded into the batch."""
         f, (_, c, h, w) = num_frames, x.shape
         frame = torch.arange(f, device=x.device)
-        absolute = self.frame_position == "absolute"
-        position = get_timestep_embedding(frame, c, flip_sin_to_cos=True).to(x.dtype) if absolute else 0
         if self.scope == "position":  # a sequence of frames at each spatial position
-            sequences, frame_of_token = "(b h w) f c", None
+            sequences, frame_of_token, token_frame = "(b h w) f c", None, frame
         else:  # one sequence of all the clip's tokens
             sequences, frame_of_token = "b (f h w) c", frame.repeat_interleave(h * w)
-            position = position.repeat_interleave(h * w, dim=0) if absolute else 0
-            if self.spatial_position:
-                position = position + spatial_position_encoding(h, w, c, x.device).to(x.dtype).repeat(f, 1)
+            token_frame = frame_of_token
+        absolute = self.frame_position == "absolute"
+        position = get_timestep_embedding(token_frame, c, flip_sin_to_cos=True).to(x.dtype) if absolute else 0
+        if self.scope == "space_time" and self.spatial_position:
+            position = position + spatial_position_encoding(h, w, c, x.device).to(x.dtype).repeat(f, 1)
         tokens = self.norm(rearrange(x, f"(b f) c h w -> {sequences}", f=f)) + position
         q, k, v = (
             rearrange(proj(tokens), "n l (heads d) -> n heads l d", heads=self.num_heads)
             for proj in (self.to_q, self.to_k, self.to_v)
         )
         if not absolute:
-            token_frame = frame if frame_of_token is None else frame_of_token
             q, k = rotate_by_frame(q, token_frame), rotate_by_frame(k, token_frame)
         out = rearrange(temporal_attention(q, k, v, self.mode, frame_of_token), "n heads l d -> n l (heads d)")
         return rearrange(self.to_out(out), f"{sequences} -> (b f) c h w", f=f, h=h, w=w)
