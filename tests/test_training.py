@@ -358,3 +358,49 @@ def test_new_layers_named_in_the_config_extend_a_pretrained_model_without_changi
     sample, context = torch.randn(1, 4, 4, 8, 8, generator=g), torch.randn(1, 16, 384, generator=g)
     with torch.no_grad():
         assert torch.equal(extended(sample, 500, context, fps=8).sample, plain(sample, 500, context, fps=8).sample)
+
+
+def test_staggered_training_noise_ramps_up_with_the_frame_index():
+    """train.staggered_fraction: the noise is drawn exactly as before, and a clip's timesteps are per
+    frame: its own t for every frame, or (with that probability) a ramp t0 + slope * f clamped to
+    0 ... T - 1 with slope <= staggered_max_slope, never decreasing from frame to frame."""
+    from magicvideo.training.trainer import position_noise
+
+    plain_noise, t = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu")
+    noise, per_frame = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu",
+                                      staggered_fraction=0.5, staggered_max_slope=80)
+    assert torch.equal(noise, plain_noise) and per_frame.shape == (400, 16)
+    assert per_frame.min() >= 0 and per_frame.max() <= 999
+    steps = per_frame[:, 1:] - per_frame[:, :-1]
+    assert steps.min() >= 0 and steps.max() <= 81
+    constant = (steps == 0).all(1)
+    assert torch.equal(per_frame[constant, 0], t[constant])  # the clips left synchronous keep their timestep
+    assert constant.float().mean().item() == pytest.approx(0.5, abs=0.08)
+    ramps = per_frame[~constant]
+    assert ((ramps == 0).any(1) | (ramps == 999).any(1)).any() and (ramps[:, 0] < ramps[:, -1]).all()
+    _, every = position_noise(0, range(50), (4, 16, 2, 2), 1000, "cpu", staggered_fraction=1.0, staggered_max_slope=80)
+    assert ((every[:, 1:] - every[:, :-1]) > 0).any(1).float().mean() > 0.9
+
+
+def test_per_frame_timesteps_noise_each_frame_at_its_own_level():
+    """frames_as_batch: a scheduler function applied with a timestep per frame equals applying it to
+    each frame alone; with one timestep per clip it is the function itself. video_mse with per-frame
+    weights weighs each frame's MSE."""
+    from diffusers import DDPMScheduler
+
+    from magicvideo.training.trainer import frames_as_batch, video_mse
+
+    scheduler = DDPMScheduler(prediction_type="v_prediction")
+    g = torch.Generator().manual_seed(0)
+    x, n = torch.randn(2, 4, 3, 2, 2, generator=g), torch.randn(2, 4, 3, 2, 2, generator=g)
+    t = torch.tensor([[0, 500, 999], [10, 10, 10]])
+    for fn in (scheduler.add_noise, scheduler.get_velocity):
+        out = frames_as_batch(fn, x, n, t)
+        for b in range(2):
+            for f in range(3):
+                torch.testing.assert_close(out[b, :, f], fn(x[b, :, f], n[b, :, f], t[b, f].reshape(1)))
+        torch.testing.assert_close(frames_as_batch(fn, x, n, t[:, 0]), fn(x, n, t[:, 0]))
+    weights = torch.tensor([[1.0, 0.0, 2.0], [1.0, 1.0, 1.0]])
+    per_frame = (x - n).pow(2).mean(dim=(1, 3, 4))
+    torch.testing.assert_close(video_mse(x, n, weights=weights), (weights * per_frame).mean(1))
+    torch.testing.assert_close(video_mse(x, n, weights=torch.tensor([2.0, 3.0])), video_mse(x, n) * torch.tensor([2.0, 3.0]))

@@ -9,7 +9,9 @@ In the spirit of k-diffusion / sgm, the loop is a plain function over a *denoise
   for super-resolution), concatenated to the scaled model input along the channel axis;
 - known frames held fixed (`KnownFrames`): before every step they are set to their known latents
   noised to that step's level, and the result holds them exactly, bit for bit;
-- a step callback that sees (and may replace) the latents after every step and may stop the loop.
+- a step callback that sees (and may replace) the latents after every step and may stop the loop;
+- staggered sampling (`frame_lag` > 0, `denoise_staggered`): frame f runs `frame_lag * f` steps behind
+  frame 0, so a directed (causal) model denoises every frame while the frames before it are cleaner.
 """
 
 from __future__ import annotations
@@ -111,4 +113,64 @@ def denoise(
                 break
     if known is not None:
         latents = known.hold(latents, known.latents)
+    return latents
+
+
+def staggered_levels(num_steps: int, num_frames: int, frame_lag: int) -> list[torch.Tensor]:
+    """The grid index (0 = pure noise ... num_steps = clean) of every frame before each step of staggered
+    sampling: frame f at step k is at min(max(k - frame_lag * f, 0), num_steps); num_steps +
+    frame_lag * (F - 1) steps in all, then one more entry: every frame clean."""
+    offsets = torch.arange(num_frames) * frame_lag
+    return [(k - offsets).clamp(0, num_steps) for k in range(num_steps + frame_lag * (num_frames - 1) + 1)]
+
+
+def denoise_staggered(
+    model: Denoiser,
+    scheduler,
+    latents: torch.Tensor,
+    *,
+    frame_lag: int,
+    guidance_scale: float = 1.0,
+    conditioning: torch.Tensor | None = None,
+    causal: bool = False,
+    on_step_end: StepCallback | None = None,
+    progress: Callable[[Iterable], Iterable] = lambda steps: steps,
+) -> torch.Tensor:
+    """Staggered ("diagonal") sampling of (B, C, F, h, w) latents on the timestep grid of `scheduler`
+    (its timesteps already set): frame f runs `frame_lag * f` steps behind frame 0 (FIFO-Diffusion's
+    diagonal denoising, the sampling of diffusion forcing). Every step calls the model once with a
+    timestep per frame (B, F) and moves each frame that is under way one step along the grid with
+    the deterministic DDIM update (`DDIMScheduler.step`, per frame; any prediction type); frames not
+    yet started stay pure noise, finished ones stay clean and are shown to the model at t = 0. So a
+    directed model denoises each frame next to the cleaner frames before it, instead of deciding
+    every frame's content at once from their equally noisy states. N + frame_lag * (F - 1) model
+    calls for N steps; frame_lag = 0 is synchronous DDIM. `causal`: the model's frame f depends on
+    frames <= f only (directed temporal attention), so frames not yet started are left out of its
+    input (same result, fewer frames computed while the later frames wait)."""
+    ddim = DDIMScheduler.from_config(scheduler.config)
+    ddim.set_timesteps(len(scheduler.timesteps), device=latents.device)
+    grid, n = ddim.timesteps, len(ddim.timesteps)
+    levels = staggered_levels(n, latents.shape[2], frame_lag)
+    cfg = guidance_scale > 1.0
+    for i in progress(range(len(levels) - 1)):
+        level, after = levels[i].to(latents.device), levels[i + 1].to(latents.device)
+        t = torch.where(level < n, grid[level.clamp(max=n - 1)], torch.zeros_like(grid[0]))
+        # with a causal model, frames that wait at pure noise cannot change the others: leave them out
+        upto = int((after > 0).sum()) if causal else latents.shape[2]
+        model_input = torch.cat([latents[:, :, :upto]] * 2) if cfg else latents[:, :, :upto]
+        if conditioning is not None:
+            cond = torch.cat([conditioning] * 2) if cfg else conditioning
+            model_input = torch.cat([model_input, cond[:, :, :upto].to(model_input.dtype)], dim=1)
+        prediction = model(model_input, t[:upto].expand(len(model_input), -1))
+        if cfg:
+            prediction = classifier_free_guidance(*prediction.chunk(2), guidance_scale)
+        latents = latents.clone()
+        moving = after > level
+        for j in level[moving].unique().tolist():
+            frames = ((level == j) & moving).nonzero().flatten()
+            latents[:, :, frames] = ddim.step(prediction[:, :, frames], grid[j], latents[:, :, frames]).prev_sample
+        if on_step_end is not None:
+            latents, stop = on_step_end(i, t, latents)
+            if stop:
+                break
     return latents

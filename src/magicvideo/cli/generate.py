@@ -55,6 +55,9 @@ def add_generation_options(p) -> None:
     p.add_argument("--height", type=int, help="frame height in pixels (default: the model's)")
     p.add_argument("--width", type=int, help="frame width in pixels (default: the model's)")
     p.add_argument("--scheduler", help="sampler: ddim, ddpm, dpm++ (DPM-Solver++), euler (default: the model's own)")
+    p.add_argument("--frame-lag", type=int, help="staggered sampling: each keyframe runs this many steps behind the one "
+                   "before (DDIM updates; steps + lag x (frames - 1) model calls), so a directed model denoises every "
+                   "frame next to cleaner earlier ones; 0 = all frames at once (default: the model's own)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="weights precision (default: fp16 on cuda, fp32 on cpu)")
 
@@ -116,13 +119,13 @@ OPTION_NAMES = {"num_frames": "--frames", "num_inference_steps": "--steps", "gui
                 "negative_prompt": "--negative", "model": "--model", "scheduler": "--scheduler", "seed": "--seed",
                 "device": "--device", "dtype": "--dtype", "interpolate": "--interpolate", "upscale": "--upscale",
                 "decoder": "--decoder", "num_upscale_steps": "--upscale-steps", "noise_level": "--noise-level",
-                "interpolation_steps": "--interpolation-steps"}
+                "interpolation_steps": "--interpolation-steps", "frame_lag": "--frame-lag"}
 
 
 def pipeline_settings(args) -> dict:
     """The pipeline call arguments set by the generation options shared by `generate` and `eval protocol`."""
     return dict(negative_prompt=args.negative, num_frames=args.frames, height=args.height, width=args.width,
-                num_inference_steps=args.steps, guidance_scale=args.guidance)
+                num_inference_steps=args.steps, guidance_scale=args.guidance, frame_lag=args.frame_lag)
 
 
 def read_prompts_file(path: str, option: str = "--prompts-file") -> list[str]:

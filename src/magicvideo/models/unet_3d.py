@@ -282,6 +282,13 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         self.register_to_config(temporal_attention=layers[0].mode, temporal_attention_scope=layers[0].scope,
                                 spatial_position_encoding=layers[0].spatial_position)
 
+    @property
+    def is_causal(self) -> bool:
+        """Whether frame f's output depends on frames <= f only: true unless the temporal attention (and
+        with it the space-time branches) is bidirectional; first-frame attention and the temporal
+        convolution are causal by construction."""
+        return self.config.temporal_attention != "bidirectional"
+
     def new_parameter_names(self) -> list[str]:
         """Names of the parameters MagicVideo adds to the image U-Net."""
         return [name for name in self.state_dict() if ".adaptor." in name or ".temporal_attention." in name

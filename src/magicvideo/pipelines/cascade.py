@@ -196,6 +196,7 @@ class MagicVideoCascadePipeline:
         width: int | None = None,
         scheduler: str | None = None,
         callback: ProgressCallback | None = None,
+        frame_lag: int | None = None,
     ) -> CascadeOutput:
         """Generate one clip through every enabled stage.
 
@@ -203,7 +204,8 @@ class MagicVideoCascadePipeline:
         interpolation model's factor, in `interpolation_steps` steps (default 10, as measured in
         docs/interpolation.md); `decoder` "video" (the VideoVAE's temporal decoder, when the
         VAE is one) or "image"; `upscale` runs super-resolution (`upscale_steps`, `noise_level`:
-        its own defaults when None). `seed` seeds every stage (stage i uses seed + i)."""
+        its own defaults when None). `frame_lag`: staggered sampling of the keyframes (None: the
+        keyframe pipeline's own). `seed` seeds every stage (stage i uses seed + i)."""
         interpolate = self.interpolation is not None if interpolate is None else interpolate
         self.check_stages(interpolate, decoder, upscale)
         if not isinstance(seed, int) or not 0 <= seed < 2**63 - 2:
@@ -222,7 +224,7 @@ class MagicVideoCascadePipeline:
         latents = run.keyframes(prompt, negative_prompt=negative_prompt, num_frames=num_frames, fps=fps,
                                 height=height, width=width, num_inference_steps=num_inference_steps,
                                 guidance_scale=guidance_scale, generator=generator(0), output_type="latent",
-                                callback_on_step_end=progress("keyframes", num_inference_steps)).frames
+                                frame_lag=frame_lag, callback_on_step_end=progress("keyframes", num_inference_steps)).frames
         out_fps = float(fps)
         if interpolate:
             steps = interpolation_steps or DEFAULT_INTERPOLATION_STEPS
@@ -248,7 +250,8 @@ class MagicVideoCascadePipeline:
         settings = dict(prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, fps=fps,
                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
                         interpolate=interpolate, interpolation_steps=interpolation_steps, decoder=decoder,
-                        upscale=upscale, upscale_steps=upscale_steps, noise_level=noise_level, scheduler=scheduler)
+                        upscale=upscale, upscale_steps=upscale_steps, noise_level=noise_level, scheduler=scheduler,
+                        frame_lag=frame_lag)
         return CascadeOutput(np.asarray(frames, dtype=np.float32), out_fps, stages, settings)
 
     @torch.no_grad()

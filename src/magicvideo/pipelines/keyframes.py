@@ -16,7 +16,7 @@ from diffusers.video_processor import VideoProcessor
 
 from ..errors import InvalidArgumentError
 from ..models.unet_3d import MagicVideoUNet3D
-from ..sampling import SCHEDULERS, denoise, share_noise_across_frames
+from ..sampling import SCHEDULERS, denoise, denoise_staggered, share_noise_across_frames
 from ..text import encode_prompts, is_packaged_text_encoder, load_packaged_text_encoder
 from ..models.video_vae import decode_latents_video
 
@@ -58,13 +58,14 @@ class MagicVideoPipeline(DiffusionPipeline):
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, unet: MagicVideoUNet3D, vae: AutoencoderKL, text_encoder, tokenizer, scheduler,
-                 fps_range: list[float] | None = None, noise_sharing: float = 0.0):
+                 fps_range: list[float] | None = None, noise_sharing: float = 0.0, frame_lag: int = 0):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
         # the frame rates the model was trained at (saved in model_index.json; None: unknown), and the
-        # fraction of the initial noise its frames share, as in its training (train.noise_sharing)
+        # fraction of the initial noise its frames share, as in its training (train.noise_sharing), and the
+        # default frame lag of staggered sampling (0: all frames at one noise level; `__call__`'s frame_lag)
         self.register_to_config(fps_range=None if fps_range is None else [float(v) for v in fps_range],
-                                noise_sharing=float(noise_sharing))
+                                noise_sharing=float(noise_sharing), frame_lag=int(frame_lag))
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
         self._interrupt = False
@@ -129,7 +130,7 @@ class MagicVideoPipeline(DiffusionPipeline):
 
     def check_inputs(self, prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale,
                      fps, prompt_embeds=None, negative_prompt_embeds=None, num_videos_per_prompt=1,
-                     callback_on_step_end_tensor_inputs=None):
+                     callback_on_step_end_tensor_inputs=None, frame_lag=0):
         if prompt is None and prompt_embeds is None:
             raise InvalidArgumentError("prompt", "give a prompt or prompt_embeds")
         if prompt is not None and prompt_embeds is not None:
@@ -158,6 +159,8 @@ class MagicVideoPipeline(DiffusionPipeline):
         _finite_number("guidance_scale", guidance_scale, 0)
         if fps is not None:
             _finite_number("fps", fps, 0, exclusive=True)
+        if not isinstance(frame_lag, int) or isinstance(frame_lag, bool) or frame_lag < 0:
+            raise InvalidArgumentError("frame_lag", f"must be an integer >= 0 (steps each frame runs behind the one before), got {frame_lag!r}")
         unknown = set(callback_on_step_end_tensor_inputs or ()) - set(self._callback_tensor_inputs)
         if unknown:
             raise InvalidArgumentError("callback_on_step_end_tensor_inputs",
@@ -225,11 +228,15 @@ class MagicVideoPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        frame_lag: int | None = None,
     ) -> MagicVideoPipelineOutput | tuple:
         """Generate clips of `num_frames` frames (default: the model's `num_frames`, 16 for MagicVideo).
 
         `fps` conditions motion per frame (lower fps = more motion per frame).
         `guidance_scale` > 1 enables classifier-free guidance against `negative_prompt`.
+        `frame_lag` > 0 samples staggered (`sampling.denoise_staggered`): frame f runs `frame_lag * f`
+        steps behind frame 0 on the scheduler's timestep grid (DDIM updates), num_inference_steps +
+        frame_lag * (num_frames - 1) steps; None: the pipeline's config (`frame_lag`, 0 = all frames at once).
         `callback_on_step_end(pipe, step, timestep, tensors) -> dict` is called after every step
         with the tensors named in `callback_on_step_end_tensor_inputs`; tensors it returns replace
         them, and setting `pipe._interrupt = True` stops sampling after that step."""
@@ -240,8 +247,10 @@ class MagicVideoPipeline(DiffusionPipeline):
             default_size = self.unet.config.sample_size * self.vae_scale_factor
             height = default_size if height is None else height
             width = default_size if width is None else width
+        frame_lag = self.config.get("frame_lag", 0) if frame_lag is None else frame_lag
         self.check_inputs(prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale, fps,
-                          prompt_embeds, negative_prompt_embeds, num_videos_per_prompt, callback_on_step_end_tensor_inputs)
+                          prompt_embeds, negative_prompt_embeds, num_videos_per_prompt, callback_on_step_end_tensor_inputs,
+                          frame_lag)
         if output_type not in OUTPUT_TYPES:
             raise InvalidArgumentError("output_type", f"must be one of {OUTPUT_TYPES}, got {output_type!r}")
         self._interrupt = False
@@ -262,8 +271,12 @@ class MagicVideoPipeline(DiffusionPipeline):
 
         on_step_end = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds,
                                          negative_prompt_embeds)
-        latents = denoise(model, self.scheduler, latents, guidance_scale=guidance_scale, generator=generator,
-                          on_step_end=on_step_end, progress=self.progress_bar)
+        if frame_lag:
+            latents = denoise_staggered(model, self.scheduler, latents, frame_lag=frame_lag, guidance_scale=guidance_scale,
+                                        causal=self.unet.is_causal, on_step_end=on_step_end, progress=self.progress_bar)
+        else:
+            latents = denoise(model, self.scheduler, latents, guidance_scale=guidance_scale, generator=generator,
+                              on_step_end=on_step_end, progress=self.progress_bar)
 
         if output_type == "latent":
             frames = latents

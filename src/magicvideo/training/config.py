@@ -157,6 +157,12 @@ class TrainConfig:
     # (trainer.video_mse): errors that change from frame to frame (drift, flicker) cost more; 0 = plain MSE
     frame_difference_weight: float = 0.0
     frame_difference_lags: list[int] = field(default_factory=lambda: [1])
+    # task diffusion: fraction of clips noised to *staggered* levels instead of one level for the clip: frame f at
+    # t0 + slope * f (clamped to 0 ... T - 1; slope up to `staggered_max_slope` timesteps per frame), the pattern
+    # that staggered sampling (`sampling.staggered_timesteps`, `frame_lag`) shows a directed model: every frame
+    # denoised while the frames before it are cleaner (cf. diffusion forcing, Chen et al. 2024). 0: as before
+    staggered_fraction: float = 0.0
+    staggered_max_slope: float = 160.0
 
 
 @dataclass
@@ -227,10 +233,12 @@ MINIMUM = {
     "interpolation.keyframe_stride": 2,
     "train.frame_difference_lags": 1,
     **dict.fromkeys(("train.warmup_steps", "data.num_workers", "output.checkpoint_every", "output.sample_every",
-                     "train.noise_sharing", "train.frame_difference_weight"), 0),
+                     "train.noise_sharing", "train.frame_difference_weight", "train.staggered_fraction",
+                     "train.staggered_max_slope"), 0),
 }
 # Fractions that must stay below 1 (at 1 nothing would be left of the frames' own noise).
 BELOW_ONE = ("train.noise_sharing",)
+AT_MOST_ONE = ("train.staggered_fraction",)
 
 
 def _convert(value, kind, key: str):
@@ -284,6 +292,8 @@ def _from_dict(cls, data: dict, prefix: str = ""):
             raise ConfigError(f"{prefix}{key}: must be at least {low}, got {values[key]!r}")
         if prefix + key in BELOW_ONE and values[key] >= 1:
             raise ConfigError(f"{prefix}{key}: must be below 1, got {values[key]!r}")
+        if prefix + key in AT_MOST_ONE and values[key] > 1:
+            raise ConfigError(f"{prefix}{key}: must be at most 1, got {values[key]!r}")
     return cls(**values)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,7 +26,8 @@ from .cache import CachedClipDataset, cache_exists
 from .components import load_components
 from .config import Config
 from .clips import sample_rng
-from .trainer import clip_spec, min_snr_weight, position_noise, prediction_target, video_dataset, video_mse
+from .trainer import (clip_spec, frames_as_batch, min_snr_weight, position_noise, prediction_target, video_dataset,
+                      video_mse)
 
 logger = logging.getLogger("magicvideo.training")
 
@@ -79,17 +81,16 @@ class DiffusionTask:
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         latents, context = self.conditioning(batch)
-        noise, timesteps = position_noise(self.config.train.seed, batch["position"], latents.shape[1:],
-                                          self.scheduler.config.num_train_timesteps, self.device,
-                                          self.config.train.noise_sharing)
-        noisy = self.scheduler.add_noise(latents, noise, timesteps)
-        target = prediction_target(self.scheduler, latents, noise, timesteps)
-        prediction = model(noisy, timesteps, context, fps=batch["fps"].to(self.device)).sample
         train = self.config.train
-        per_clip = video_mse(prediction, target, train.frame_difference_weight, train.frame_difference_lags)
-        if not train.snr_gamma:
-            return per_clip.mean()
-        return (per_clip * min_snr_weight(self.scheduler, timesteps, train.snr_gamma)).mean()
+        noise, timesteps = position_noise(train.seed, batch["position"], latents.shape[1:],
+                                          self.scheduler.config.num_train_timesteps, self.device,
+                                          train.noise_sharing, train.staggered_fraction, train.staggered_max_slope)
+        noisy = frames_as_batch(self.scheduler.add_noise, latents, noise, timesteps)
+        target = frames_as_batch(partial(prediction_target, self.scheduler), latents, noise, timesteps)
+        prediction = model(noisy, timesteps, context, fps=batch["fps"].to(self.device)).sample
+        weights = min_snr_weight(self.scheduler, timesteps.flatten(), train.snr_gamma).reshape(timesteps.shape) \
+            if train.snr_gamma else None
+        return video_mse(prediction, target, train.frame_difference_weight, train.frame_difference_lags, weights).mean()
 
     def pipeline(self, unet):
         from ..pipelines.keyframes import MagicVideoPipeline

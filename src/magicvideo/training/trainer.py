@@ -45,21 +45,52 @@ def sample_generator(seed: int, position: int, salt: int = 0) -> torch.Generator
 
 
 def position_noise(seed: int, positions, shape, num_timesteps: int, device,
-                   noise_sharing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The diffusion noise (B, *shape) and timesteps (B,) of the samples at these stream positions:
-    each drawn from its position's generator, so any batching or resume draws the same.
+                   noise_sharing: float = 0.0, staggered_fraction: float = 0.0,
+                   staggered_max_slope: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The diffusion noise (B, *shape) and timesteps of the samples at these stream positions: each
+    drawn from its position's generator, so any batching or resume draws the same. Timesteps are one
+    per clip (B,), or one per frame (B, F) with `staggered_fraction` > 0 (`staggered_timesteps`).
     `noise_sharing` a > 0 mixes in a part shared by the frames (axis 1 of `shape` = (C, F, H, W)):
     `sampling.share_noise_across_frames`, drawn after the timestep (a = 0 draws as before)."""
     noise, timesteps = [], []
     for position in positions:
         generator = sample_generator(seed, int(position))
         own = torch.randn(tuple(shape), generator=generator)
-        timesteps.append(torch.randint(0, num_timesteps, (), generator=generator))
+        t = torch.randint(0, num_timesteps, (), generator=generator)
         if noise_sharing:
             shared = torch.randn((shape[0], 1, *shape[2:]), generator=generator)
             own = share_noise_across_frames(own, shared, noise_sharing)
+        if staggered_fraction:
+            t = staggered_timesteps(t, shape[1], num_timesteps, staggered_fraction, staggered_max_slope, generator)
         noise.append(own)
+        timesteps.append(t)
     return torch.stack(noise).to(device), torch.stack(timesteps).to(device)
+
+
+def staggered_timesteps(t: torch.Tensor, frames: int, num_timesteps: int, fraction: float, max_slope: float,
+                        generator: torch.Generator) -> torch.Tensor:
+    """Per-frame timesteps (F,) of one clip: with probability `fraction` a ramp t0 + slope * f, clamped
+    to 0 ... T - 1, slope uniform in [0, max_slope] timesteps per frame and t0 uniform in
+    [-slope * (F - 1), T - 1] (from all but the last frame clean to all pure noise); otherwise `t` for
+    every frame. The noise pattern of staggered sampling: the frames before a frame are cleaner."""
+    u, slope, start = torch.rand(3, generator=generator).tolist()
+    if u >= fraction:
+        return t.expand(frames).clone()
+    slope *= max_slope
+    t0 = -slope * (frames - 1) + start * (num_timesteps - 1 + slope * (frames - 1))
+    ramp = t0 + slope * torch.arange(frames, dtype=torch.float64)
+    return ramp.round().clamp(0, num_timesteps - 1).long()
+
+
+def frames_as_batch(fn, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """`fn(sample, noise, timesteps)` of a scheduler (add_noise, get_velocity, ...) on (B, C, F, h, w)
+    clips with timesteps per clip (B,) or per frame (B, F): per frame, the frames as a batch."""
+    if timesteps.dim() < 2:
+        return fn(sample, noise, timesteps)
+    b, c, f = sample.shape[:3]
+    flat = lambda x: x.transpose(1, 2).reshape(b * f, c, *x.shape[3:])  # noqa: E731
+    out = fn(flat(sample), flat(noise), timesteps.reshape(b * f))
+    return out.reshape(b, f, c, *out.shape[2:]).transpose(1, 2)
 
 
 def prediction_target(scheduler, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -79,19 +110,24 @@ def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Te
 
 
 def video_mse(prediction: torch.Tensor, target: torch.Tensor, frame_difference_weight: float = 0.0,
-              frame_difference_lags: Sequence[int] = (1,)) -> torch.Tensor:
-    """Per-clip (B,) mean squared error of (B, C, F, h, w) predictions, plus `frame_difference_weight`
+              frame_difference_lags: Sequence[int] = (1,), weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-clip (B,) mean squared error of (B, C, F, h, w) predictions, each frame's weighted by
+    `weights` (per clip (B,) or per frame (B, F); default 1), plus `frame_difference_weight`
     times the mean over `frame_difference_lags` of the MSE of the error's differences between frames
-    `lag` apart: e = prediction - target, ||e[f + lag] - e[f]||^2. An error shared by the frames costs
-    nothing extra; one drawn independently for every frame (a shape that drifts or flickers) costs
-    1 + 2 * weight times as much (more if it alternates), so a model of limited capacity is pushed to
-    make the frames agree."""
+    `lag` apart: e = prediction - target, ||e[f + lag] - e[f]||^2 (weighted by the clip's mean weight).
+    An error shared by the frames costs nothing extra; one drawn independently for every frame (a shape
+    that drifts or flickers) costs 1 + 2 * weight times as much (more if it alternates), so a model of
+    limited capacity is pushed to make the frames agree."""
     error = prediction.float() - target.float()
-    per_clip = error.pow(2).flatten(1).mean(1)
+    per_frame = error.pow(2).mean(dim=(1, 3, 4))
+    if weights is None:
+        weights = torch.ones_like(per_frame)
+    weights = weights.float().reshape(len(per_frame), -1).expand_as(per_frame)
+    per_clip = (weights * per_frame).mean(1)
     lags = [lag for lag in frame_difference_lags if lag < error.shape[2]]
     if frame_difference_weight and lags:
         difference = sum((error[:, :, lag:] - error[:, :, :-lag]).pow(2).flatten(1).mean(1) for lag in lags)
-        per_clip = per_clip + frame_difference_weight * difference / len(lags)
+        per_clip = per_clip + frame_difference_weight * weights.mean(1) * difference / len(lags)
     return per_clip
 
 
