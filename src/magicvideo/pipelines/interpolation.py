@@ -66,11 +66,14 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, unet: MagicVideoUNet3D, vae, text_encoder, tokenizer, scheduler, keyframe_stride: int = 3,
-                 fps_range: list[float] | None = None, residual: bool = False, noise_sharing: float = 0.0):
+                 fps_range: list[float] | None = None, residual: bool = False, noise_sharing: float = 0.0,
+                 frame_lag: int = 0):
         if unet is not None and not is_interpolation_unet(unet):
             raise InvalidArgumentError(
                 "model", f"the U-Net takes {unet.config.in_channels} input channels: a keyframe model, not an "
                 "interpolation model (use MagicVideoPipeline, or convert it with from_keyframe_model and train it)")
+        if frame_lag:  # the keyframe pipeline's staggered sampling; interpolation denoises its frames together
+            raise InvalidArgumentError("frame_lag", "the interpolation stage samples all frames at once (frame_lag 0)")
         super().__init__(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
                          fps_range=fps_range, noise_sharing=noise_sharing)
         self.register_to_config(keyframe_stride=keyframe_stride, residual=residual)
