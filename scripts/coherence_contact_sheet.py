@@ -5,8 +5,8 @@ that a digit that changes shape shows as a row whose frames differ from its firs
     PYTHONPATH=src python scripts/coherence_contact_sheet.py --out docs/images/coherence-before-after.png \
         --model bundled= --model "space-time=runs/coh/space-time/final" [--fps 8] [--seed 0]
 
-`--model LABEL=PATH` (an empty PATH: the bundled model); the labels and the prompts are printed in
-the order of the rows.
+`--model LABEL=PATH[@LAG]` (an empty PATH: the bundled model; @LAG: staggered sampling with that
+frame lag, `frame_lag`); the labels and the prompts are printed in the order of the rows.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ PROMPTS = ["the digit 2 moves to the right", "the digit 4 moves down", "the digi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", action="append", required=True, metavar="LABEL=PATH",
+    parser.add_argument("--model", action="append", required=True, metavar="LABEL=PATH[@LAG]",
                         help="a keyframe pipeline folder under a label (empty path: the bundled model); repeat")
     parser.add_argument("--prompt", action="append", help="prompts (default: four canonical ones)")
     parser.add_argument("--fps", type=float, default=8.0)
@@ -38,9 +38,11 @@ def main() -> None:
     models = [entry.split("=", 1) if "=" in entry else (entry, "") for entry in args.model]
     clips = {}
     for label, path in models:
+        path, _, lag = path.partition("@")
         pipe = load_pipeline(path or None, device="cpu", dtype="fp32", progress_bar=False)
         for prompt in args.prompt or PROMPTS:
             clips[prompt, label] = pipe(prompt, fps=args.fps, num_inference_steps=args.steps,
+                                        frame_lag=int(lag) if lag else None,
                                         generator=torch.Generator().manual_seed(args.seed)).frames[0]
     rows = []
     for prompt in args.prompt or PROMPTS:
