@@ -69,6 +69,23 @@ class KnownFrames:
         return torch.where(self.mask.bool(), values.to(latents.dtype), latents)
 
 
+def guided_prediction(model: Denoiser, latents: torch.Tensor, t: torch.Tensor, guidance_scale: float,
+                      conditioning: torch.Tensor | None = None, scale=lambda x: x) -> torch.Tensor:
+    """The model's prediction for `latents` at `t`: the input scaled by `scale` (the sampler's), the
+    conditioning channels concatenated after it, and with `guidance_scale > 1` the unconditional and
+    conditional batches in one call, mixed by `classifier_free_guidance`. A per-frame `t` (B, F) is
+    repeated for the two batches."""
+    cfg = guidance_scale > 1.0
+    model_input = scale(torch.cat([latents] * 2) if cfg else latents)
+    if conditioning is not None:
+        cond = torch.cat([conditioning] * 2) if cfg else conditioning
+        model_input = torch.cat([model_input, cond.to(model_input.dtype)], dim=1)
+    if t.dim() == 2 and cfg:
+        t = torch.cat([t] * 2)
+    prediction = model(model_input, t)
+    return classifier_free_guidance(*prediction.chunk(2), guidance_scale) if cfg else prediction
+
+
 def step_kwargs(scheduler, generator) -> dict:
     """`generator` for the schedulers whose `step` draws noise (DDPM, DDIM with eta, SDE samplers)."""
     return {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
@@ -90,7 +107,6 @@ def denoise(
 
     `model(model_input, t)` predicts what the scheduler expects (noise, v or x0); with
     `guidance_scale > 1` it is called on the unconditional and conditional batches at once."""
-    cfg = guidance_scale > 1.0
     extra = step_kwargs(scheduler, generator)
     known_noise = None
     if known is not None:
@@ -98,14 +114,8 @@ def denoise(
     for i, t in enumerate(progress(scheduler.timesteps)):
         if known is not None:
             latents = known.hold(latents, known.noised(scheduler, known_noise, t))
-        model_input = torch.cat([latents] * 2) if cfg else latents
-        model_input = scheduler.scale_model_input(model_input, t)
-        if conditioning is not None:
-            cond = torch.cat([conditioning] * 2) if cfg else conditioning
-            model_input = torch.cat([model_input, cond.to(model_input.dtype)], dim=1)
-        prediction = model(model_input, t)
-        if cfg:
-            prediction = classifier_free_guidance(*prediction.chunk(2), guidance_scale)
+        prediction = guided_prediction(model, latents, t, guidance_scale, conditioning,
+                                       scale=lambda x: scheduler.scale_model_input(x, t))
         latents = scheduler.step(prediction, t, latents, **extra).prev_sample
         if on_step_end is not None:
             latents, stop = on_step_end(i, t, latents)
@@ -151,19 +161,13 @@ def denoise_staggered(
     ddim.set_timesteps(len(scheduler.timesteps), device=latents.device)
     grid, n = ddim.timesteps, len(ddim.timesteps)
     levels = staggered_levels(n, latents.shape[2], frame_lag)
-    cfg = guidance_scale > 1.0
     for i in progress(range(len(levels) - 1)):
         level, after = levels[i].to(latents.device), levels[i + 1].to(latents.device)
         t = torch.where(level < n, grid[level.clamp(max=n - 1)], torch.zeros_like(grid[0]))
         # with a causal model, frames that wait at pure noise cannot change the others: leave them out
         upto = int((after > 0).sum()) if causal else latents.shape[2]
-        model_input = torch.cat([latents[:, :, :upto]] * 2) if cfg else latents[:, :, :upto]
-        if conditioning is not None:
-            cond = torch.cat([conditioning] * 2) if cfg else conditioning
-            model_input = torch.cat([model_input, cond[:, :, :upto].to(model_input.dtype)], dim=1)
-        prediction = model(model_input, t[:upto].expand(len(model_input), -1))
-        if cfg:
-            prediction = classifier_free_guidance(*prediction.chunk(2), guidance_scale)
+        prediction = guided_prediction(model, latents[:, :, :upto], t[:upto].expand(len(latents), -1), guidance_scale,
+                                       None if conditioning is None else conditioning[:, :, :upto])
         latents = latents.clone()
         moving = after > level
         for j in level[moving].unique().tolist():

@@ -182,8 +182,7 @@ def run_eval(args) -> int:
                 generate = pipeline_generator(cascade.keyframes, args.steps, args.guidance, args.decoder, args.frame_lag)
         metrics = evaluate_generator(generate, jobs, batch_size=args.batch_size, classifier=classifier)
         if not args.real:
-            metrics["stages"] = {**stages, "frame_lag": cascade.keyframes.config.get("frame_lag", 0)
-                                 if args.frame_lag is None else args.frame_lag}
+            metrics["stages"] = {**stages, "frame_lag": cascade.keyframes.effective_frame_lag(args.frame_lag)}
         metrics["references"] = coherence_references(
             jobs, None if args.real else cascade.keyframes.vae,
             ("image", "video") if not args.real and cascade.has_video_decoder else ("image",))

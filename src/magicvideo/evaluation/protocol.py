@@ -36,7 +36,7 @@ def generation_settings(pipe, num_frames: int | None = None, height: int | None 
         "scheduler": type(pipe.scheduler).__name__,
         "negative_prompt": negative_prompt or "",
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-        "frame_lag": pipe.config.get("frame_lag", 0) if frame_lag is None else frame_lag,
+        "frame_lag": pipe.effective_frame_lag(frame_lag),
     }
 
 

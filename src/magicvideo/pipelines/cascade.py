@@ -221,10 +221,13 @@ class MagicVideoCascadePipeline:
                 return None
             return lambda pipe, i, t, tensors: callback(stage, i + 1, total) or {}
 
+        # staggered sampling takes frame_lag * (frames - 1) steps more than num_inference_steps
+        keyframe_steps = num_inference_steps + run.keyframes.effective_frame_lag(frame_lag) * (
+            (num_frames or run.keyframes.unet.config.num_frames) - 1)
         latents = run.keyframes(prompt, negative_prompt=negative_prompt, num_frames=num_frames, fps=fps,
                                 height=height, width=width, num_inference_steps=num_inference_steps,
                                 guidance_scale=guidance_scale, generator=generator(0), output_type="latent",
-                                frame_lag=frame_lag, callback_on_step_end=progress("keyframes", num_inference_steps)).frames
+                                frame_lag=frame_lag, callback_on_step_end=progress("keyframes", keyframe_steps)).frames
         out_fps = float(fps)
         if interpolate:
             steps = interpolation_steps or DEFAULT_INTERPOLATION_STEPS

@@ -96,6 +96,10 @@ class MagicVideoPipeline(DiffusionPipeline):
             raise InvalidArgumentError("scheduler", f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
         self.scheduler = SCHEDULERS[name].from_config(self.scheduler.config)
 
+    def effective_frame_lag(self, frame_lag: int | None = None) -> int:
+        """`frame_lag`, or the pipeline's saved default (`frame_lag` in its config, 0 if absent) when None."""
+        return self.config.get("frame_lag", 0) if frame_lag is None else frame_lag
+
     @property
     def spatial_factor(self) -> int:
         """Height and width must be multiples of this: the VAE's and the U-Net's downsampling."""
@@ -247,7 +251,7 @@ class MagicVideoPipeline(DiffusionPipeline):
             default_size = self.unet.config.sample_size * self.vae_scale_factor
             height = default_size if height is None else height
             width = default_size if width is None else width
-        frame_lag = self.config.get("frame_lag", 0) if frame_lag is None else frame_lag
+        frame_lag = self.effective_frame_lag(frame_lag)
         self.check_inputs(prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale, fps,
                           prompt_embeds, negative_prompt_embeds, num_videos_per_prompt, callback_on_step_end_tensor_inputs,
                           frame_lag)
