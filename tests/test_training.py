@@ -404,3 +404,22 @@ def test_per_frame_timesteps_noise_each_frame_at_its_own_level():
     per_frame = (x - n).pow(2).mean(dim=(1, 3, 4))
     torch.testing.assert_close(video_mse(x, n, weights=weights), (weights * per_frame).mean(1))
     torch.testing.assert_close(video_mse(x, n, weights=torch.tensor([2.0, 3.0])), video_mse(x, n) * torch.tensor([2.0, 3.0]))
+
+
+def test_export_writes_a_checkpoints_model_as_final_would(setup):
+    """--export: the newest checkpoint of a finished run (saved at its last step) exports exactly the
+    final/ weights (EMA included); an earlier checkpoint exports other weights; bad uses are refused."""
+    tmp, _, config = setup
+    run = tmp / "reference"
+    finish(magicvideo("train", str(config), "--output-dir", str(run), "--export", str(tmp / "exported-6")))
+    exported = load_file(str(tmp / "exported-6" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert_same_weights(exported, unet_weights(run), atol=0.0)
+    finish(magicvideo("train", str(config), "--output-dir", str(run), "--export", str(tmp / "exported-4"),
+                      "--checkpoint", str(run / "checkpoints" / "checkpoint-00000004")))
+    earlier = load_file(str(tmp / "exported-4" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert max((earlier[k] - exported[k]).abs().max().item() for k in exported) > 0
+    for args in (("--output-dir", str(tmp / "no-run"), "--export", str(tmp / "x")),
+                 ("--output-dir", str(run), "--checkpoint", str(run / "checkpoints" / "checkpoint-00000004"))):
+        process = magicvideo("train", str(config), *args)
+        output = process.communicate(timeout=300)[0]
+        assert process.returncode != 0 and "Traceback" not in output and "error" in output.lower(), output[-2000:]

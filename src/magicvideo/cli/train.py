@@ -28,6 +28,11 @@ def register(subparsers) -> None:
         p.add_argument("--max-steps", type=int, help="overrides train.max_steps")
         p.add_argument("--checkpoint-every", type=int, help="overrides output.checkpoint_every")
         p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output dir")
+        p.add_argument("--export", type=Path, metavar="DIR", help="train nothing: write the model of a checkpoint "
+                       "(EMA weights if the run keeps an EMA) to DIR as final/ would be, e.g. to evaluate a run "
+                       "while it trains")
+        p.add_argument("--checkpoint", type=Path, metavar="CHECKPOINT_DIR",
+                       help="with --export: the checkpoint folder (default: the newest in the output dir)")
         p.set_defaults(func=run_train, task=None if name == "train" else "vae")
     p = subparsers.add_parser("cache", help="encode a data set into a latent cache (data.cache_dir)",
                               description="Encode every video (all frames, VAE) and caption (text encoder) of the "
@@ -73,10 +78,12 @@ def run_train(args) -> int:
     config = _load(args)
     if args.task:
         config.task = args.task
+    if args.checkpoint and not args.export:
+        raise UserError("--checkpoint names the checkpoint to --export; pass --export DIR too")
     from ..training import train
 
     try:
-        train(config, resume=args.resume)
+        train(config, resume=args.resume, export_to=args.export, checkpoint=args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from None
     return 0

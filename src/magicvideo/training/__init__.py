@@ -5,8 +5,9 @@ from __future__ import annotations
 from .config import Config, ConfigError, load_config
 
 
-def train(config: Config, resume: bool = False):
-    """Run the task a config names (`diffusion`, `vae`, `video_vae`, `super_resolution`, `interpolation`); returns the `final/` folder."""
+def train(config: Config, resume: bool = False, export_to=None, checkpoint=None):
+    """Run the task a config names (`diffusion`, `vae`, `video_vae`, `super_resolution`, `interpolation`); returns the `final/` folder.
+    With `export_to`, train nothing: write the model of `checkpoint` (default: the newest in the output dir) there."""
     from .trainer import Trainer
 
     if config.task == "vae":
@@ -19,7 +20,8 @@ def train(config: Config, resume: bool = False):
         from .interpolation_task import InterpolationTask as task
     else:
         from .diffusion import DiffusionTask as task
-    return Trainer(config, task, resume=resume).run()
+    trainer = Trainer(config, task, resume=resume)
+    return trainer.export(export_to, checkpoint) if export_to else trainer.run()
 
 
 __all__ = ["Config", "ConfigError", "load_config", "train"]

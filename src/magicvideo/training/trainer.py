@@ -29,7 +29,7 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import STATE, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, save_config
 from ..manifest import ManifestColumns, read_manifest
 from ..sampling import share_noise_across_frames
@@ -175,15 +175,12 @@ class Trainer:
         sampler = StreamSampler(self.config.train.batch_size, acc.process_index, acc.num_processes, start_micro_batch)
         return DataLoader(dataset, sampler=sampler, **kwargs)
 
-    # -- main loop ------------------------------------------------------------------------------
-    def run(self) -> Path:
-        acc, config, train, out = self.accelerator, self.config, self.config.train, self.config.output
-        task = self.task
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if acc.is_main_process:
-            save_config(config, self.output_dir / "config.yaml")
-
-        model = task.model
+    # -- model, optimizer, EMA: what a checkpoint holds -----------------------------------------
+    def prepare(self):
+        """(model, params, optimizer, lr_scheduler, ema), registered with accelerate so that a
+        checkpoint saves and restores all of them."""
+        acc, train = self.accelerator, self.config.train
+        model = self.task.model
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameter_groups(model, train.learning_rate, train.lr_scale),
                                       lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
@@ -197,7 +194,33 @@ class Trainer:
         if ema is not None:
             ema.to(acc.device)
             acc.register_for_checkpointing(ema)
+        return model, params, optimizer, lr_scheduler, ema
 
+    def export(self, folder: Path, checkpoint: Path | None = None) -> Path:
+        """Write the model of a checkpoint (the newest in the output dir unless named; EMA weights when
+        the run keeps an EMA) to `folder` as `final/` would be written, without training."""
+        checkpoint = checkpoint or latest_checkpoint(self.output_dir)
+        if checkpoint is None or not (Path(checkpoint) / STATE).is_file():
+            raise FileNotFoundError(f"no checkpoint to export in {checkpoint or self.output_dir / 'checkpoints'}")
+        model, params, _, _, ema = self.prepare()
+        state = load_checkpoint(self.accelerator, Path(checkpoint))
+        if self.accelerator.is_main_process:
+            if ema is not None:
+                ema.copy_to(params)
+            self.task.save_final(self.accelerator.unwrap_model(model), Path(folder))
+            self.accelerator.print(f"exported {checkpoint} (step {state['step']}) to {folder}")
+        self.accelerator.wait_for_everyone()
+        return Path(folder)
+
+    # -- main loop ------------------------------------------------------------------------------
+    def run(self) -> Path:
+        acc, config, train, out = self.accelerator, self.config, self.config.train, self.config.output
+        task = self.task
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            save_config(config, self.output_dir / "config.yaml")
+
+        model, params, optimizer, lr_scheduler, ema = self.prepare()
         step, skipped = 0, 0
         checkpoint = latest_checkpoint(self.output_dir) if self.resume else None
         if self.resume and checkpoint is None:
