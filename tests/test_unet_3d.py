@@ -239,6 +239,23 @@ def test_directed_post_softmax_is_the_papers_literal_formula():
             assert torch.allclose(out[n, h], expected, atol=1e-6)
 
 
+def test_directed_space_time_attention_frame_by_frame_equals_one_masked_call():
+    """The directed space-time path attends frame by frame (each frame's queries against the keys of
+    frames <= it); output and gradients equal one attention call with the block-causal (L, L) mask."""
+    from magicvideo.models.temporal_attention import temporal_attention
+
+    g = torch.Generator().manual_seed(0)
+    frames, per_frame = 5, 6
+    q, k, v = (torch.randn(2, 3, frames * per_frame, 4, generator=g, requires_grad=True) for _ in range(3))
+    frame = torch.arange(frames * per_frame) // per_frame
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=frame[None] <= frame[:, None])
+    out = temporal_attention(q, k, v, "directed", tokens_per_frame=per_frame)
+    assert torch.allclose(out, reference, atol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    expected = torch.autograd.grad(reference.square().sum(), (q, k, v))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, expected))
+
+
 def test_inflation_replaces_subclasses_of_conv2d_too():
     class MyConv(torch.nn.Conv2d):
         pass
