@@ -45,6 +45,7 @@ from einops import rearrange
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from diffusers import AutoencoderKL  # noqa: E402
 from magicvideo.models.video_vae import VideoAutoencoderKL, decode_latents_video  # noqa: E402
 from magicvideo.vae import encode_video  # noqa: E402
 from magicvideo.video_io import read_video  # noqa: E402
@@ -139,23 +140,29 @@ def held_out_clips(manifest: Path, count: int, frames: int) -> torch.Tensor:
     return rearrange(torch.stack(clips), "b f h w c -> b c f h w")
 
 
-def decode_both(vae: VideoAutoencoderKL, latents: torch.Tensor, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scaled latents -> (image-decoded, VideoVAE-decoded), in batches of clips."""
-    image, video = [], []
+def decode_all(vae: VideoAutoencoderKL, image_vae, latents: torch.Tensor, batch: int = 8) -> dict[str, torch.Tensor]:
+    """Scaled latents -> {decoder name: decoded clips}, in batches of clips. `image_decoder` is `image_vae`
+    frame by frame (the baseline); when that is another VAE than the VideoVAE (whose whole decoder was
+    fine-tuned), `own_image_decoder` is the VideoVAE's decoder without its temporal layers."""
+    settings = {"image_decoder": (image_vae, "image"), "video_vae": (vae, "video")}
+    if image_vae is not vae:
+        settings["own_image_decoder"] = (vae, "image")
+    out = {name: [] for name in settings}
     with torch.no_grad():
         for chunk in latents.split(batch):
-            image.append(decode_latents_video(vae, chunk, chunk_size=16, decoder="image"))
-            video.append(decode_latents_video(vae, chunk, chunk_size=16, decoder="video"))
-    return torch.cat(image), torch.cat(video)
+            for name, (model, decoder) in settings.items():
+                out[name].append(decode_latents_video(model, chunk, chunk_size=16, decoder=decoder))
+    return {name: torch.cat(parts) for name, parts in out.items()}
 
 
-def round_trips(vae, clips: torch.Tensor, radius: int, mc_clips: int) -> tuple[dict, tuple]:
+def round_trips(vae, image_vae, clips: torch.Tensor, radius: int, mc_clips: int) -> tuple[dict, tuple]:
     with torch.no_grad():
         latents = torch.cat([encode_video(vae, c) for c in clips.split(8)])
-    image, video = decode_both(vae, latents)
-    real_g, image_g, video_g = to_unit(clips), to_unit(image), to_unit(video)
+    decoded_by = decode_all(vae, image_vae, latents)
+    real_g = to_unit(clips)
     result = {"clips": len(clips), "frames": clips.shape[2], "motion_compensated_clips": min(mc_clips, len(clips))}
-    for name, decoded, gray in (("image_decoder", image, image_g), ("video_vae", video, video_g)):
+    for name, decoded in decoded_by.items():
+        gray = to_unit(decoded)
         result[name] = {"flicker": summary(difference_flicker(gray, real_g)), "psnr_db": summary(psnr(decoded, clips)),
                         "motion_compensated_flicker": summary(motion_compensated_flicker(gray[:mc_clips], radius)),
                         "integer_shift_flicker": summary(motion_compensated_flicker(gray[:mc_clips], radius, False))}
@@ -163,15 +170,15 @@ def round_trips(vae, clips: torch.Tensor, radius: int, mc_clips: int) -> tuple[d
                       "integer_shift_flicker": summary(motion_compensated_flicker(real_g[:mc_clips], radius, False))}
     result["flicker_reduction"] = round(1 - result["video_vae"]["flicker"]["mean"] / result["image_decoder"]["flicker"]["mean"], 4)
     result["psnr_change_db"] = round(result["video_vae"]["psnr_db"]["mean"] - result["image_decoder"]["psnr_db"]["mean"], 4)
-    return result, (clips, image, video)
+    return result, (clips, decoded_by["image_decoder"], decoded_by["video_vae"])
 
 
-def generated(vae, pipeline: str | None, count: int, radius: int, steps: int,
+def generated(vae, image_vae, pipeline: str | None, count: int, radius: int, steps: int,
               cache: Path | None = None) -> tuple[dict, tuple]:
     from magicvideo.digits.classifier import classify, load_classifier
     from magicvideo.digits.evaluate import _direction_indices, evaluation_jobs
 
-    from magicvideo.loading import load_pipeline
+    from magicvideo.loading import BUNDLED_MODEL, load_pipeline
 
     pipe = load_pipeline(pipeline, device="cpu", dtype="fp32", progress_bar=False)
     jobs = evaluation_jobs(limit=count)
@@ -188,13 +195,13 @@ def generated(vae, pipeline: str | None, count: int, radius: int, steps: int,
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"key": key, "latents": latents}, cache)
-    image, video = decode_both(vae, latents)
+    decoded_by = decode_all(vae, image_vae, latents)
     classifier = load_classifier()
     result = {"clips": len(jobs), "frames": latents.shape[2], "steps": steps,
               "prompts": sorted({j["prompt"] for j in jobs})[:5] + ["..."]}
     digits = np.array([j["digit"] for j in jobs])
     directions = _direction_indices([j["direction"] for j in jobs])
-    for name, decoded in (("image_decoder", image), ("video_vae", video)):
+    for name, decoded in decoded_by.items():
         unit = (decoded.clamp(-1, 1) * 0.5 + 0.5)
         clips_np = rearrange(unit, "b c f h w -> b f h w c").numpy()
         pred_digit, pred_direction = classify(classifier, clips_np)
@@ -206,12 +213,18 @@ def generated(vae, pipeline: str | None, count: int, radius: int, steps: int,
                                         / result["image_decoder"]["motion_compensated_flicker"]["mean"], 4)
     result["integer_shift_flicker_reduction"] = round(1 - result["video_vae"]["integer_shift_flicker"]["mean"]
                                                       / result["image_decoder"]["integer_shift_flicker"]["mean"], 4)
-    return result, (image, video)
+    return result, (decoded_by["image_decoder"], decoded_by["video_vae"])
 
 
 # -- cost -------------------------------------------------------------------------------------
 def cost_child(vae_dir: str, decoder: str, frames: int, chunk: int, runs: int) -> dict:
     vae = VideoAutoencoderKL.from_pretrained(vae_dir).eval()
+    image_vae = vae
+    if args.image_vae:
+        image_dir = Path(args.image_vae)
+        if (image_dir / "vae" / "config.json").is_file():
+            image_dir = image_dir / "vae"
+        image_vae = AutoencoderKL.from_pretrained(image_dir).eval()
     z = torch.randn(1, vae.config.latent_channels, frames, vae.config.sample_size // 8, vae.config.sample_size // 8)
     with torch.no_grad():
         decode_latents_video(vae, z[:, :, :2], chunk_size=2, decoder=decoder)  # warm-up
@@ -279,6 +292,9 @@ def main() -> None:
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--video-vae", required=True, help="a VideoAutoencoderKL folder (or a pipeline folder with one)")
+    p.add_argument("--image-vae", help="the image VAE (AutoencoderKL folder, or a pipeline folder) to compare with "
+                   "(default: the VideoVAE's own decoder without its temporal layers, which is that image VAE "
+                   "when only the temporal layers were trained)")
     p.add_argument("--test-data", type=Path, required=True, help="held-out clips: a captions.csv manifest")
     p.add_argument("--clips", type=int, default=64, help="held-out clips for the round trips")
     p.add_argument("--frames", type=int, default=16, help="frames of each held-out clip (from its start)")
@@ -299,15 +315,21 @@ def main() -> None:
     if (vae_dir / "vae" / "config.json").is_file():
         vae_dir = vae_dir / "vae"
     vae = VideoAutoencoderKL.from_pretrained(vae_dir).eval()
-    results = {"video_vae": str(args.video_vae), "test_data": str(args.test_data), "threads": args.threads,
+    image_vae = vae
+    if args.image_vae:
+        image_dir = Path(args.image_vae)
+        if (image_dir / "vae" / "config.json").is_file():
+            image_dir = image_dir / "vae"
+        image_vae = AutoencoderKL.from_pretrained(image_dir).eval()
+    results = {"video_vae": str(args.video_vae), "image_vae": args.image_vae, "test_data": str(args.test_data), "threads": args.threads,
                "temporal_layers": list(vae.config.temporal_layers), "temporal_window": vae.config.temporal_window}
     started = time.perf_counter()
-    results["round_trip"], trip = round_trips(vae, held_out_clips(args.test_data, args.clips, args.frames), args.radius,
+    results["round_trip"], trip = round_trips(vae, image_vae, held_out_clips(args.test_data, args.clips, args.frames), args.radius,
                                                    args.mc_clips)
     print("round trip:", json.dumps(results["round_trip"]), flush=True)
     gen = None
     if args.generated:
-        results["generated"], gen = generated(vae, args.pipeline, args.generated, args.radius, args.steps,
+        results["generated"], gen = generated(vae, image_vae, args.pipeline, args.generated, args.radius, args.steps,
                                                args.latents_cache)
         print("generated:", json.dumps(results["generated"]), flush=True)
     if args.cost_runs:

@@ -40,10 +40,11 @@ def latents_for(vae, frames: int = 6, batch: int = 2, size: int = 4, seed: int =
     return torch.randn(batch, vae.config.latent_channels, frames, size, size, generator=g)
 
 
+@pytest.mark.parametrize("recency,radius", [(False, 0), (True, 1)], ids=["plain", "recency-radius"])
 @pytest.mark.parametrize("layout", [SMALL_OURS, SMALL_SD], ids=["ours", "sd"])
-def test_fresh_video_vae_decodes_like_the_image_vae(layout):
+def test_fresh_video_vae_decodes_like_the_image_vae(layout, recency, radius):
     vae = image_vae(layout)
-    video_vae = VideoAutoencoderKL.from_image_vae(vae).eval()
+    video_vae = VideoAutoencoderKL.from_image_vae(vae, temporal_recency_bias=recency, temporal_radius=radius).eval()
     z = latents_for(vae)
     with torch.no_grad():
         expected = image_decode(vae, z)
@@ -72,9 +73,11 @@ def trained_like(layout=SMALL_OURS, seed: int = 3, **temporal) -> VideoAutoencod
     return randomize_(video_vae, seed=seed, std=0.1).eval()
 
 
-@pytest.mark.parametrize("stages", [["mid", "up0"], ["in", "up1", "up3"]])
-def test_causal_every_parameter_randomised(stages):
-    video_vae = trained_like(temporal_layers=stages, temporal_window=16)
+@pytest.mark.parametrize("stages,recency,radius", [(["mid", "up0"], False, 0), (["in", "up1", "up3"], False, 0),
+                                                   (["mid", "up0"], True, 1)])
+def test_causal_every_parameter_randomised(stages, recency, radius):
+    video_vae = trained_like(temporal_layers=stages, temporal_window=16, temporal_recency_bias=recency,
+                             temporal_radius=radius)
     z = latents_for(video_vae, frames=7)
     with torch.no_grad():
         before = video_vae.decode_video(z)
@@ -89,14 +92,48 @@ def test_causal_every_parameter_randomised(stages):
         assert (before - video_vae.decode_video(z, temporal=False)).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("window,chunk", [(3, 1), (3, 4), (16, 5), (2, 3)])
-def test_chunked_equals_whole(window, chunk):
-    video_vae = trained_like(temporal_window=window)
+@pytest.mark.parametrize("window,chunk,recency,radius", [(3, 1, False, 0), (3, 4, False, 0), (16, 5, False, 0),
+                                                         (2, 3, False, 0), (16, 5, True, 1), (3, 2, False, 2)])
+def test_chunked_equals_whole(window, chunk, recency, radius):
+    video_vae = trained_like(temporal_window=window, temporal_recency_bias=recency, temporal_radius=radius)
     z = latents_for(video_vae, frames=11)
     with torch.no_grad():
         whole = video_vae.decode_video(z)
         chunked = video_vae.decode_video(z, chunk_size=chunk)
     assert (whole - chunked).abs().max() <= 1e-5
+
+
+def test_recency_bias_known_answer():
+    """With the recency term, a fresh layer's attention bias is -slope_h * (p - q) inside the causal
+    window (slopes 2, 1, 1/2, 1/4 for 4 heads) and -inf outside; a chunk's queries see the cached past."""
+    from magicvideo.models.video_vae import WindowedTemporalAttention
+
+    layer = WindowedTemporalAttention(8, num_heads=4, window=3, recency_bias=True)
+    bias = layer.attention_bias(queries=2, past=2, device="cpu", dtype=torch.float32)  # query frames 2, 3; keys 0..3
+    slopes = torch.tensor([2.0, 1.0, 0.5, 0.25])
+    distance = torch.tensor([[2.0, 1.0, 0.0, -1.0], [3.0, 2.0, 1.0, 0.0]])
+    allowed = (distance >= 0) & (distance < 3)
+    expected = (-slopes[:, None, None] * distance).masked_fill(~allowed, float("-inf"))
+    assert torch.allclose(bias, expected)
+    assert WindowedTemporalAttention(8, num_heads=4, window=3).recency_slope is None
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_radius_bounds_where_earlier_frames_reach(radius):
+    """One layer, every parameter randomised: a change at (y, x) of frame 0 moves the later frames'
+    output exactly within the (2r + 1)^2 neighbourhood of (y, x), and nothing of the other clip."""
+    from magicvideo.models.video_vae import WindowedTemporalAttention
+
+    layer = randomize_(WindowedTemporalAttention(8, num_heads=2, window=4, radius=radius), seed=5, std=0.3).eval()
+    x = torch.randn(2 * 3, 8, 7, 7, generator=torch.Generator().manual_seed(0))  # 2 clips x 3 frames
+    changed = x.clone()
+    changed[0, :, 3, 3] += torch.randn(8, generator=torch.Generator().manual_seed(1))  # clip 0, frame 0, (3, 3)
+    with torch.no_grad():
+        moved = (layer(changed, 3) - layer(x, 3)).abs().amax(dim=1) > 1e-6  # (6, 7, 7)
+    expected = torch.zeros(7, 7, dtype=torch.bool)
+    expected[3 - radius:4 + radius, 3 - radius:4 + radius] = True
+    assert torch.equal(moved[1], expected) and torch.equal(moved[2], expected)  # later frames of clip 0
+    assert not moved[3:].any()  # the other clip
 
 
 def test_window_bounds_the_past():
@@ -261,3 +298,29 @@ def test_autoencode_cli(tmp_path, capsys):
         capsys.readouterr()
         assert main(["autoencode", *args, "--out", str(tmp_path / "x.mp4")]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_generated_target_image_decoder(tmp_path):
+    """With `generated_target: image_decoder` a generated-like clip's target is the frozen initial
+    decoder's decoding of its latents: a fresh VideoVAE (which decodes like it) has zero loss on
+    them, while the real clip as target gives a positive one."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import default_collate
+
+    from magicvideo.training import load_config
+    from magicvideo.training.video_vae_task import VideoVAETask
+
+    losses = {}
+    for target in ("image_decoder", "real"):
+        path = video_vae_config(tmp_path, generated_fraction=1.0, generated_target=target, difference_weight=0.0,
+                                generated_min_timestep=200, generated_max_timestep=400)
+        task = VideoVAETask(load_config(path), SimpleNamespace(device=torch.device("cpu")))
+        items = iter(task.dataset(0, 1, 0))
+        batch = default_collate([next(items) for _ in range(2)])
+        with torch.no_grad():
+            losses[target] = task.loss(task.model, batch).item()
+    assert losses["image_decoder"] <= 1e-6 < losses["real"]
+    with pytest.raises(ValueError, match="generated_target"):
+        VideoVAETask(load_config(video_vae_config(tmp_path, generated_target="other")),
+                     SimpleNamespace(device=torch.device("cpu")))

@@ -10,10 +10,11 @@ Temporal attention (`WindowedTemporalAttention`): at every spatial position of a
 map, the frames form a sequence; frame p attends to frames q with p - window < q <= p (mask
 applied before the softmax, so strictly causal), with a learned bias per head that is a function
 of the *relative* distance p - q only (a sinusoidal embedding of the distance, projected to the
-heads). Because nothing depends on the absolute frame index and every other decoder op is per
-frame, a long clip decodes in chunks with the keys/values of the last `window - 1` frames carried
-from chunk to chunk (a KV cache, one per layer), and the result equals whole-clip decoding (up to
-float rounding). Memory stays bounded; no seam appears at chunk borders.
+heads; with `temporal_recency_bias`, plus an ALiBi-style term -slope_h * (p - q) whose slopes start
+at 2, 1, 1/2, ...). Because nothing depends on the absolute frame index and every other decoder op
+is per frame, a long clip decodes in chunks with the keys/values of the last `window - 1` frames
+carried from chunk to chunk (a KV cache, one per layer), and the result equals whole-clip decoding
+(up to float rounding). Memory stays bounded; no seam appears at chunk borders.
 
 Placement (config `temporal_layers`): names of decoder stages after which a layer sits:
 ``"in"`` (after conv_in), ``"mid"`` (after the mid-block), ``"up0"``, ``"up1"``, ... (after up
@@ -44,25 +45,35 @@ from ..errors import InvalidArgumentError
 
 DEFAULT_TEMPORAL_LAYERS = ("mid", "up0")
 DECODERS = ("image", "video")
+TEMPORAL_SETTINGS = ("temporal_layers", "temporal_attention_heads", "temporal_window", "temporal_recency_bias",
+                     "temporal_radius")
 
 
 class WindowedTemporalAttention(nn.Module):
     """Directed multi-head self-attention over frames with a bounded past window and relative
     position bias; residual, output projection initialised to zero.
 
+    With `radius` r > 0 a query at (frame p, y, x) attends to the (2r + 1)^2 positions around
+    (y, x) in every frame q of its window (p - window < q <= p), not only to (y, x): content moving
+    by up to r feature pixels per frame can be followed, so mixing earlier frames need not blur it.
+    Neighbours outside the feature map are masked. r = 0 is plain per-position temporal attention.
+
     `forward(x, num_frames, cache)`: x is (B * F, C, H, W) with frames folded into the batch
     (frame-major within each clip). `cache` (a dict, or None) carries the keys/values of the last
     `window - 1` frames of the previous chunk; it is read and then updated in place.
     """
 
-    def __init__(self, channels: int, num_heads: int = 4, window: int = 16, position_dim: int = 32):
+    def __init__(self, channels: int, num_heads: int = 4, window: int = 16, position_dim: int = 32,
+                 recency_bias: bool = False, radius: int = 0):
         super().__init__()
         if channels % num_heads:
             raise InvalidArgumentError("temporal_attention_heads",
                                        f"{channels} channels do not split into {num_heads} heads")
         if window < 1:
             raise InvalidArgumentError("temporal_window", f"must be at least 1, got {window}")
-        self.num_heads, self.window, self.position_dim = num_heads, window, position_dim
+        if radius < 0:
+            raise InvalidArgumentError("temporal_radius", f"must be at least 0, got {radius}")
+        self.num_heads, self.window, self.position_dim, self.radius = num_heads, window, position_dim, radius
         self.norm = nn.LayerNorm(channels)
         self.to_q = nn.Linear(channels, channels, bias=False)
         self.to_k = nn.Linear(channels, channels, bias=False)
@@ -70,6 +81,12 @@ class WindowedTemporalAttention(nn.Module):
         self.position_bias = nn.Linear(position_dim, num_heads)  # sinusoid(p - q) -> one bias per head
         nn.init.zeros_(self.position_bias.weight)
         nn.init.zeros_(self.position_bias.bias)
+        # ALiBi-style recency prior (Press et al., 2022): head h adds -slope_h * (p - q), slopes 2, 1,
+        # 1/2, ... (for 4 heads), learnt from there. Without it a fresh layer attends uniformly over
+        # its whole window; with it some heads start on the current and previous frames.
+        self.recency_slope = nn.Parameter(2.0 ** (1 - 4 * torch.arange(num_heads) / num_heads)) if recency_bias else None
+        # a learnt bias per head and spatial offset (zero at first)
+        self.offset_bias = nn.Parameter(torch.zeros(num_heads, (2 * radius + 1) ** 2)) if radius else None
         self.to_out = nn.Linear(channels, channels)
         nn.init.zeros_(self.to_out.weight)
         nn.init.zeros_(self.to_out.bias)
@@ -83,14 +100,29 @@ class WindowedTemporalAttention(nn.Module):
         embedding = get_timestep_embedding(distance.clamp(0, self.window - 1).flatten(), self.position_dim,
                                            flip_sin_to_cos=True).to(dtype)
         bias = self.position_bias(embedding).view(queries, past + queries, self.num_heads).permute(2, 0, 1)
+        if self.recency_slope is not None:
+            bias = bias - self.recency_slope.to(dtype)[:, None, None] * distance.clamp(min=0).to(dtype)
         return bias.masked_fill(~allowed, float("-inf"))
+
+    def neighbourhood(self, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """(B * H * W, F, C) -> (B * H * W, F, K, C): each position's K = (2r + 1)^2 neighbours (zero outside)."""
+        size = 2 * self.radius + 1
+        maps = rearrange(tokens, "(b h w) f c -> (b f) c h w", h=h, w=w)
+        patches = F.unfold(maps, size, padding=self.radius)
+        return rearrange(patches, "(b f) (c k) (h w) -> (b h w) f k c", f=tokens.shape[1], k=size * size, h=h)
 
     def forward(self, x: torch.Tensor, num_frames: int, cache: dict | None = None) -> torch.Tensor:
         _, _, h, w = x.shape
         tokens = rearrange(x, "(b f) c h w -> (b h w) f c", f=num_frames)
         normed = self.norm(tokens)
-        q, k, v = (rearrange(proj(normed), "n f (heads d) -> n heads f d", heads=self.num_heads)
-                   for proj in (self.to_q, self.to_k, self.to_v))
+        split = lambda t: rearrange(t, "n f k (heads d) -> n heads f k d", heads=self.num_heads)  # noqa: E731
+        q = rearrange(self.to_q(normed), "n f (heads d) -> n heads f d", heads=self.num_heads)
+        k, v = (self.to_k(normed), self.to_v(normed))
+        if self.radius:
+            k, v = self.neighbourhood(k, h, w), self.neighbourhood(v, h, w)
+        else:
+            k, v = k[:, :, None], v[:, :, None]
+        k, v = split(k), split(v)  # (n, heads, frames, K, d)
         past = 0
         if cache is not None:
             if "k" in cache:
@@ -98,9 +130,19 @@ class WindowedTemporalAttention(nn.Module):
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
             start = max(0, k.shape[2] - (self.window - 1))  # the last window - 1 frames
             cache["k"], cache["v"] = k[:, :, start:], v[:, :, start:]
-        bias = self.attention_bias(num_frames, past, x.device, q.dtype)
+        neighbours = k.shape[3]
+        bias = self.attention_bias(num_frames, past, x.device, q.dtype)  # (heads, Q, frames)
+        bias = bias.repeat_interleave(neighbours, dim=-1)  # (heads, Q, frames * K)
+        if self.radius:
+            inside = F.unfold(torch.ones(1, 1, h, w, device=x.device), 2 * self.radius + 1, padding=self.radius)
+            inside = rearrange(inside, "1 k (h w) -> (h w) k", h=h).bool()  # (H * W, K)
+            offsets = self.offset_bias.to(q.dtype).masked_fill(~inside[:, None], float("-inf"))  # (H*W, heads, K)
+            bias = bias[None] + offsets.repeat(1, 1, k.shape[2])[:, :, None]  # (H*W, heads, Q, frames * K)
+        batch = x.shape[0] // num_frames
+        q = rearrange(q, "(b hw) heads f d -> b hw heads f d", b=batch)
+        k, v = (rearrange(t, "(b hw) heads f k d -> b hw heads (f k) d", b=batch) for t in (k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = self.to_out(rearrange(out, "n heads f d -> n f (heads d)"))
+        out = self.to_out(rearrange(out, "b hw heads f d -> (b hw) f (heads d)"))
         return x + rearrange(out, "(b h w) f c -> (b f) c h w", h=h, w=w)
 
 
@@ -147,6 +189,8 @@ class VideoAutoencoderKL(AutoencoderKL):
         temporal_layers: tuple[str] = DEFAULT_TEMPORAL_LAYERS,
         temporal_attention_heads: int = 4,
         temporal_window: int = 16,
+        temporal_recency_bias: bool = False,
+        temporal_radius: int = 0,
     ):
         super().__init__(
             in_channels=in_channels, out_channels=out_channels, down_block_types=down_block_types,
@@ -161,24 +205,23 @@ class VideoAutoencoderKL(AutoencoderKL):
             raise InvalidArgumentError("temporal_layers", f"a stage is named twice in {list(temporal_layers)}")
         self.temporal_attentions = nn.ModuleDict({
             name: WindowedTemporalAttention(_stage_channels(block_out_channels, name), temporal_attention_heads,
-                                            temporal_window)
+                                            temporal_window, recency_bias=temporal_recency_bias,
+                                            radius=temporal_radius)
             for name in temporal_layers})
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_image_vae(cls, vae: AutoencoderKL, **temporal_config) -> "VideoAutoencoderKL":
         """A VideoVAE with `vae`'s weights (shared by copy) and fresh temporal layers that decode
-        exactly like `vae` until trained. `temporal_config`: temporal_layers,
-        temporal_attention_heads, temporal_window."""
-        unknown = set(temporal_config) - {"temporal_layers", "temporal_attention_heads", "temporal_window"}
+        exactly like `vae` until trained. `temporal_config`: any of TEMPORAL_SETTINGS."""
+        unknown = set(temporal_config) - set(TEMPORAL_SETTINGS)
         if unknown:
-            raise InvalidArgumentError(sorted(unknown)[0], "not a VideoVAE setting (temporal_layers, "
-                                       "temporal_attention_heads, temporal_window)")
+            raise InvalidArgumentError(sorted(unknown)[0], f"not a VideoVAE setting ({', '.join(TEMPORAL_SETTINGS)})")
         if not isinstance(vae, AutoencoderKL):
             raise InvalidArgumentError("vae", f"expected a diffusers AutoencoderKL, got {type(vae).__name__}")
         config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
         if isinstance(vae, VideoAutoencoderKL):
-            for key in ("temporal_layers", "temporal_attention_heads", "temporal_window"):
+            for key in TEMPORAL_SETTINGS:
                 config.pop(key, None)
         config.update(temporal_config)
         model = cls.from_config(config)

@@ -11,15 +11,20 @@ With probability `generated_fraction` (seeded by p) the clip's latents are repla
 "generated-like" latents: the scaled latents noised to a random t in
 [generated_min_timestep, generated_max_timestep] and denoised in one step by the keyframe U-Net of
 `generated_pipeline` (its x0 prediction, conditioned on the clip's caption and fps); that is where
-the flicker of generated clips comes from. The target is the real clip in both cases:
+the flicker of generated clips comes from. The target y is the real clip x, or for the
+generated-like clips with `generated_target: image_decoder` the frozen initial image decoder's
+frame-by-frame decoding of the same latents (their own shape: the decoder is not taught to turn a
+degraded latent into the real clip, which blurs), while the frame differences always follow the
+real clip:
 
-    loss = rec(D(z), x) + difference_weight * rec(D(z)[f+1] - D(z)[f], x[f+1] - x[f])
+    loss = rec(D(z), y) + difference_weight * rec(D(z)[f+1] - D(z)[f], x[f+1] - x[f])
 
 with rec the mean L1 (or squared) error per pixel value.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +54,9 @@ def build_video_vae(config: Config) -> VideoAutoencoderKL:
         raise FileNotFoundError(f"video_vae.init: {path} is not a VAE folder (no config.json)")
     temporal = dict(temporal_layers=list(settings.temporal_layers),
                     temporal_attention_heads=settings.temporal_attention_heads,
-                    temporal_window=settings.temporal_window)
+                    temporal_window=settings.temporal_window,
+                    temporal_recency_bias=settings.temporal_recency_bias,
+                    temporal_radius=settings.temporal_radius)
     config_json = VideoAutoencoderKL.load_config(path)
     if config_json.get("_class_name") == VideoAutoencoderKL.__name__:
         return VideoAutoencoderKL.from_pretrained(path)  # continue: its own temporal layers and settings
@@ -80,6 +87,11 @@ class VideoVAETask:
         if settings.generated_min_timestep > settings.generated_max_timestep:
             raise ValueError("video_vae.generated_min_timestep must not exceed video_vae.generated_max_timestep")
         self.model = build_video_vae(config)
+        if settings.generated_target not in ("real", "image_decoder"):
+            raise ValueError(f"video_vae.generated_target: real or image_decoder, got {settings.generated_target!r}")
+        self.reference = None  # the initial image decoder, frozen: the target of generated-like clips
+        if settings.generated_target == "image_decoder" and settings.generated_fraction > 0:
+            self.reference = copy.deepcopy(self.model).to(self.device).requires_grad_(False).eval()
         freeze(self.model, settings.train_decoder)
         self.model.train()
         self.pipe = None
@@ -106,11 +118,12 @@ class VideoVAETask:
         return latents.unflatten(0, (b, -1)).transpose(1, 2)
 
     @torch.no_grad()
-    def generated_like(self, vae, latents: torch.Tensor, batch: dict) -> torch.Tensor:
-        """Replace (seeded by stream position) some clips' latents by the U-Net's one-step x0 estimate."""
+    def generated_like(self, vae, latents: torch.Tensor, batch: dict) -> tuple[torch.Tensor, list[int]]:
+        """Replace (seeded by stream position) some clips' latents by the U-Net's one-step x0 estimate;
+        also returns the indices of those clips."""
         settings, seed = self.config.video_vae, self.config.train.seed
         if self.pipe is None:
-            return latents
+            return latents, []
         chosen, noise, steps = [], [], []
         for i, position in enumerate(batch["position"]):
             generator = sample_generator(seed, int(position), salt=3)
@@ -120,7 +133,7 @@ class VideoVAETask:
                                            generator=generator))
                 noise.append(torch.randn(latents.shape[1:], generator=generator))
         if not chosen:
-            return latents
+            return latents, []
         scale = vae.config.scaling_factor
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         clean = (latents[chosen] - shift) * scale
@@ -138,17 +151,22 @@ class VideoVAETask:
             x0 = (noisy - (1 - ab).sqrt() * out) / ab.sqrt()
         latents = latents.clone()
         latents[chosen] = x0 / scale + shift
-        return latents
+        return latents, chosen
 
     # -- loss -----------------------------------------------------------------------------------
     def loss(self, model, batch: dict) -> torch.Tensor:
         vae = getattr(model, "module", model)
         video = batch["pixel_values"].to(self.device).float()
-        latents = self.generated_like(vae, self.encode(vae, video), batch)
+        latents, chosen = self.generated_like(vae, self.encode(vae, video), batch)
         decoded = vae.decode_video(latents)
         settings = self.config.video_vae
+        target = video
+        if self.reference is not None and chosen:
+            target = video.clone()
+            with torch.no_grad():
+                target[chosen] = self.reference.decode_video(latents[chosen], temporal=False)
         rec = F.l1_loss if settings.reconstruction_loss == "l1" else F.mse_loss
-        loss = rec(decoded, video)
+        loss = rec(decoded, target)
         if settings.difference_weight and video.shape[2] > 1:
             loss = loss + settings.difference_weight * rec(frame_differences(decoded), frame_differences(video))
         return loss
