@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from diffusers import AutoencoderKL  # noqa: E402
+from magicvideo.evaluation.motion import motion_compensated_flicker  # noqa: E402
 from magicvideo.models.video_vae import VideoAutoencoderKL, decode_latents_video  # noqa: E402
 from magicvideo.vae import encode_video  # noqa: E402
 from magicvideo.video_io import read_video  # noqa: E402
@@ -68,59 +69,6 @@ def psnr(decoded: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     a, b = decoded.clamp(-1, 1) * 0.5 + 0.5, real.clamp(-1, 1) * 0.5 + 0.5
     mse = (a - b).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
-def _integer_shifts(clips: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best integer shift (dy, dx) of x[f] onto x[f+1] and its residual; clips (B, F, H, W)."""
-    b, f, h, w = clips.shape
-    r = radius
-    inner = clips[:, 1:, r:h - r, r:w - r]
-    best = torch.full((b, f - 1), float("inf"))
-    arg = torch.zeros(b, f - 1, 2)
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            shifted = clips[:, :-1, r - dy:h - r - dy, r - dx:w - r - dx]  # x[f] moved by (dy, dx)
-            err = (inner - shifted).abs().flatten(2).mean(2)
-            better = err < best
-            best = torch.where(better, err, best)
-            arg[better] = torch.tensor([float(dy), float(dx)])
-    return best, arg
-
-
-def _fourier_shift(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """images (N, H, W) moved by shifts (N, K, 2) = (dy, dx) pixels (periodic, band-limited) -> (N, K, H, W)."""
-    h, w = images.shape[-2:]
-    spectrum = torch.fft.rfft2(images)[:, None]
-    ky = torch.fft.fftfreq(h)[:, None]
-    kx = torch.fft.rfftfreq(w)[None, :]
-    phase = torch.exp(-2j * torch.pi * (ky * shifts[..., 0, None, None] + kx * shifts[..., 1, None, None]))
-    return torch.fft.irfft2(spectrum * phase, s=(h, w))
-
-
-def motion_compensated_flicker(clips: torch.Tensor, radius: int = 6, subpixel: bool = True) -> torch.Tensor:
-    """Per clip: mean over consecutive pairs of min over shifts |x[f+1] - shift(x[f])| (interior
-    pixels, `radius` px margin), in 8-bit levels; clips (B, F, H, W) in [0, 1]. The best integer
-    shift within +-radius, then (`subpixel`) refined to 1/16 px by Fourier shifts: the digits move
-    0.75 px per native frame, rendered at sub-pixel positions, so integer shifts leave a residual."""
-    best, arg = _integer_shifts(clips, radius)
-    if not subpixel:
-        return best.mean(1) * 255
-    b, f, h, w = clips.shape
-    r = radius
-    first, second = clips[:, :-1].reshape(-1, h, w), clips[:, 1:].reshape(-1, h, w)
-    centre, values = arg.reshape(-1, 2), []
-    for i in range(0, len(first), 64):
-        a, target, c = first[i:i + 64], second[i:i + 64, r:h - r, r:w - r], centre[i:i + 64]
-        for step in (0.25, 1 / 16):
-            grid = torch.arange(-2, 3) * step  # +-0.5 px, then +-0.125 px
-            offsets = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
-            shifts = c[:, None] + offsets[None]
-            err = (_fourier_shift(a, shifts)[..., r:h - r, r:w - r] - target[:, None]).abs().flatten(2).mean(2)
-            index = err.argmin(1)
-            rows = torch.arange(len(a))
-            c, value = shifts[rows, index], err[rows, index]
-        values.append(value)
-    return torch.minimum(torch.cat(values).view(b, f - 1), best).mean(1) * 255
 
 
 def summary(values: torch.Tensor) -> dict:

@@ -40,7 +40,9 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from diffusers import AutoencoderKL  # noqa: E402
-from measure_video_vae import _fourier_shift, difference_flicker, motion_compensated_flicker, to_unit  # noqa: E402
+from measure_video_vae import difference_flicker, to_unit  # noqa: E402
+
+from magicvideo.evaluation.motion import fourier_shift, motion_compensated_flicker  # noqa: E402
 
 from magicvideo.digits.data import DIRECTIONS, NATIVE_FPS, SPEED, render, sample_digit_clip  # noqa: E402
 from magicvideo.models.video_vae import decode_latents_video  # noqa: E402
@@ -79,7 +81,7 @@ def aligned_average(frames: torch.Tensor, positions: torch.Tensor, window: int) 
         moved = []
         for g in range(max(0, f - window + 1), f + 1):
             dx, dy = (positions[:, f] - positions[:, g]).unbind(-1)
-            moved.append(_fourier_shift(frames[:, g], torch.stack([dy, dx], -1)[:, None])[:, 0])
+            moved.append(fourier_shift(frames[:, g], torch.stack([dy, dx], -1)[:, None])[:, 0])
         out[:, f] = torch.stack(moved).mean(0)
     return out.clamp(0, 1)
 

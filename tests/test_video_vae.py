@@ -241,7 +241,8 @@ def train(path: Path, resume: bool = False, **overrides) -> Path:
 def test_training_keeps_the_encoder(tmp_path, train_decoder):
     from safetensors.torch import load_file
 
-    config = video_vae_config(tmp_path, train_decoder=train_decoder)
+    config = video_vae_config(tmp_path, train_decoder=train_decoder, warp_weight=1.0 if train_decoder else 0.0,
+                              temporal_radius=1 if train_decoder else 0, generated_target="image_decoder")
     final = train(config)
     before = load_file(tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
     after = load_file(final / "diffusion_pytorch_model.safetensors")

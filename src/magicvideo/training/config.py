@@ -96,6 +96,7 @@ class VideoVAEConfig:
     train_decoder: bool = False  # False: only the temporal layers (the image decoder stays exact)
     reconstruction_loss: str = "l1"  # l1 or mse, per pixel value
     difference_weight: float = 1.0  # weight of the loss on frame-to-frame differences
+    warp_weight: float = 0.0  # weight of |D[f+1] - shift(D[f])| with the real clip's global motion (rigid scenes)
     generated_fraction: float = 0.5  # share of clips decoded from U-Net-denoised latents instead of clean ones
     generated_pipeline: str | None = None  # pipeline folder whose U-Net denoises them (None: the bundled model)
     generated_min_timestep: int = 0  # noise level range of the one-step (x0) denoising
@@ -230,7 +231,7 @@ MINIMUM = {
                      "video_vae.temporal_attention_heads", "video_vae.temporal_window",
                      "sr.scale", "sr.pixel_shuffle", "sr.layers_per_block", "sr.norm_num_groups", "sr.patch_size",
                      "sr.sample_steps"), 1),
-    **dict.fromkeys(("video_vae.difference_weight", "video_vae.temporal_radius", "video_vae.generated_fraction", "video_vae.generated_min_timestep",
+    **dict.fromkeys(("video_vae.difference_weight", "video_vae.warp_weight", "video_vae.temporal_radius", "video_vae.generated_fraction", "video_vae.generated_min_timestep",
                      "video_vae.generated_max_timestep", "video_vae.sample_clips"), 0),
     **dict.fromkeys(("sr.max_noise_level", "sr.sample_noise_level"), 0),
     "interpolation.keyframe_stride": 2,

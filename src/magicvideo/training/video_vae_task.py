@@ -18,8 +18,13 @@ degraded latent into the real clip, which blurs), while the frame differences al
 real clip:
 
     loss = rec(D(z), y) + difference_weight * rec(D(z)[f+1] - D(z)[f], x[f+1] - x[f])
+           + warp_weight * mean |D(z)[f+1] - shift(D(z)[f], m_f)|
 
-with rec the mean L1 (or squared) error per pixel value.
+with rec the mean L1 (or squared) error per pixel value and m_f the real clip's global motion from
+frame f to f+1 (a sub-pixel shift, `evaluation/motion.py`): a temporal-consistency loss in the manner
+of Lai et al. (2018), "Learning Blind Video Temporal Consistency", with a rigid global motion in
+place of optical flow (right for Moving MNIST, where every clip is one rigidly moving digit). Unlike
+the difference term it asks for *a* consistent digit, not for the real clip's shape.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler
 
+from ..evaluation.motion import global_shifts, warped_difference
 from ..models.video_vae import VideoAutoencoderKL
 from ..video_io import contact_sheet, write_video
 from .config import Config
@@ -169,6 +175,9 @@ class VideoVAETask:
         loss = rec(decoded, target)
         if settings.difference_weight and video.shape[2] > 1:
             loss = loss + settings.difference_weight * rec(frame_differences(decoded), frame_differences(video))
+        if settings.warp_weight and video.shape[2] > 1:
+            _, motion = global_shifts((video * 0.5 + 0.5).mean(dim=1))
+            loss = loss + settings.warp_weight * warped_difference(decoded, motion)
         return loss
 
     # -- samples and save -----------------------------------------------------------------------
