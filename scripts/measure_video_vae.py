@@ -167,12 +167,6 @@ def generated(vae, image_vae, pipeline: str | None, count: int, radius: int, ste
 # -- cost -------------------------------------------------------------------------------------
 def cost_child(vae_dir: str, decoder: str, frames: int, chunk: int, runs: int) -> dict:
     vae = VideoAutoencoderKL.from_pretrained(vae_dir).eval()
-    image_vae = vae
-    if args.image_vae:
-        image_dir = Path(args.image_vae)
-        if (image_dir / "vae" / "config.json").is_file():
-            image_dir = image_dir / "vae"
-        image_vae = AutoencoderKL.from_pretrained(image_dir).eval()
     z = torch.randn(1, vae.config.latent_channels, frames, vae.config.sample_size // 8, vae.config.sample_size // 8)
     with torch.no_grad():
         decode_latents_video(vae, z[:, :, :2], chunk_size=2, decoder=decoder)  # warm-up

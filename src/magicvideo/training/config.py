@@ -97,6 +97,7 @@ class VideoVAEConfig:
     reconstruction_loss: str = "l1"  # l1 or mse, per pixel value
     difference_weight: float = 1.0  # weight of the loss on frame-to-frame differences
     warp_weight: float = 0.0  # weight of |D[f+1] - shift(D[f])| with the real clip's global motion (rigid scenes)
+    warp_clips: str = "generated"  # which clips the warp term applies to: generated (-like) or all
     generated_fraction: float = 0.5  # share of clips decoded from U-Net-denoised latents instead of clean ones
     generated_pipeline: str | None = None  # pipeline folder whose U-Net denoises them (None: the bundled model)
     generated_min_timestep: int = 0  # noise level range of the one-step (x0) denoising
