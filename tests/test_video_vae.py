@@ -301,10 +301,8 @@ def test_autoencode_cli(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
-def test_generated_target_image_decoder(tmp_path):
-    """With `generated_target: image_decoder` a generated-like clip's target is the frozen initial
-    decoder's decoding of its latents: a fresh VideoVAE (which decodes like it) has zero loss on
-    them, while the real clip as target gives a positive one."""
+def task_loss(tmp_path, **video_vae) -> float:
+    """The VideoVAE task's loss on the first two clips of the synthetic data, fresh model."""
     from types import SimpleNamespace
 
     from torch.utils.data import default_collate
@@ -312,16 +310,36 @@ def test_generated_target_image_decoder(tmp_path):
     from magicvideo.training import load_config
     from magicvideo.training.video_vae_task import VideoVAETask
 
-    losses = {}
-    for target in ("image_decoder", "real"):
-        path = video_vae_config(tmp_path, generated_fraction=1.0, generated_target=target, difference_weight=0.0,
+    task = VideoVAETask(load_config(video_vae_config(tmp_path, **video_vae)), SimpleNamespace(device=torch.device("cpu")))
+    items = iter(task.dataset(0, 1, 0))
+    batch = default_collate([next(items) for _ in range(2)])
+    with torch.no_grad():
+        return task.loss(task.model, batch).item()
+
+
+def test_warp_term_applies_to_the_chosen_clips(tmp_path):
+    """`warp_clips: generated` adds nothing when no clip is generated-like (the loss equals the one
+    without the term, exactly), `all` adds a positive term; on generated-like clips with the image
+    decoder as target (reconstruction term zero for a fresh model) the loss is the warp term alone."""
+    plain = task_loss(tmp_path, generated_fraction=0.0, difference_weight=0.0)
+    assert task_loss(tmp_path, generated_fraction=0.0, difference_weight=0.0, warp_weight=1.0,
+                     warp_clips="generated") == plain
+    assert task_loss(tmp_path, generated_fraction=0.0, difference_weight=0.0, warp_weight=1.0, warp_clips="all") > plain
+    generated = dict(generated_fraction=1.0, difference_weight=0.0, generated_target="image_decoder",
+                     generated_min_timestep=200, generated_max_timestep=400)
+    assert task_loss(tmp_path, **generated) <= 1e-6
+    assert task_loss(tmp_path, **generated, warp_weight=1.0) > 1e-4
+    with pytest.raises(ValueError, match="warp_clips"):
+        task_loss(tmp_path, warp_clips="some")
+
+
+def test_generated_target_image_decoder(tmp_path):
+    """With `generated_target: image_decoder` a generated-like clip's target is the frozen initial
+    decoder's decoding of its latents: a fresh VideoVAE (which decodes like it) has zero loss on
+    them, while the real clip as target gives a positive one."""
+    losses = {target: task_loss(tmp_path, generated_fraction=1.0, generated_target=target, difference_weight=0.0,
                                 generated_min_timestep=200, generated_max_timestep=400)
-        task = VideoVAETask(load_config(path), SimpleNamespace(device=torch.device("cpu")))
-        items = iter(task.dataset(0, 1, 0))
-        batch = default_collate([next(items) for _ in range(2)])
-        with torch.no_grad():
-            losses[target] = task.loss(task.model, batch).item()
+              for target in ("image_decoder", "real")}
     assert losses["image_decoder"] <= 1e-6 < losses["real"]
     with pytest.raises(ValueError, match="generated_target"):
-        VideoVAETask(load_config(video_vae_config(tmp_path, generated_target="other")),
-                     SimpleNamespace(device=torch.device("cpu")))
+        task_loss(tmp_path, generated_target="other")
