@@ -12,6 +12,8 @@
      (8-bit levels, interior pixels) at the best integer shift within +-radius pixels (digits move
      rigidly, so what remains after the best shift is flicker and deformation); no truth needed;
    - digit and direction accuracy of the decoded clips (the shipped digits classifier).
+   Both parts also report *sharpness* (mean |neighbour difference|, 8-bit levels) of every decoding:
+   the flicker measures reward blur, and a decoder that smooths by blurring shows it here.
 3. Cost: decode time (median of runs) and peak resident memory increase for 16 and 64 frames:
    image decoder (16-frame chunks), VideoVAE whole clip and in 16-frame chunks; each in a fresh
    subprocess (one torch thread unless --threads); memory is the resident-set high-water mark of
@@ -71,6 +73,16 @@ def psnr(decoded: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
+def sharpness(clips: torch.Tensor) -> torch.Tensor:
+    """Per clip: mean |horizontal| + |vertical| neighbour difference in 8-bit levels; clips
+    (B, F, H, W) in [0, 1]. The flicker measures reward blur (a blurred digit changes less between
+    frames), so every flicker number comes with this: a decoder that smooths flicker by blurring
+    shows a lower sharpness than the image decoder (and than the real clips)."""
+    dy = (clips[..., 1:, :] - clips[..., :-1, :]).abs().flatten(1).mean(1)
+    dx = (clips[..., :, 1:] - clips[..., :, :-1]).abs().flatten(1).mean(1)
+    return (dx + dy) * 255
+
+
 def summary(values: torch.Tensor) -> dict:
     v = values.double()
     return {"mean": round(float(v.mean()), 4), "sem": round(float(v.std() / max(1, len(v)) ** 0.5), 4) if len(v) > 1 else 0.0}
@@ -112,11 +124,14 @@ def round_trips(vae, image_vae, clips: torch.Tensor, radius: int, mc_clips: int)
     for name, decoded in decoded_by.items():
         gray = to_unit(decoded)
         result[name] = {"flicker": summary(difference_flicker(gray, real_g)), "psnr_db": summary(psnr(decoded, clips)),
+                        "sharpness": summary(sharpness(gray)),
                         "motion_compensated_flicker": summary(motion_compensated_flicker(gray[:mc_clips], radius)),
                         "integer_shift_flicker": summary(motion_compensated_flicker(gray[:mc_clips], radius, False))}
-    result["real"] = {"motion_compensated_flicker": summary(motion_compensated_flicker(real_g[:mc_clips], radius)),
+    result["real"] = {"sharpness": summary(sharpness(real_g)),
+                      "motion_compensated_flicker": summary(motion_compensated_flicker(real_g[:mc_clips], radius)),
                       "integer_shift_flicker": summary(motion_compensated_flicker(real_g[:mc_clips], radius, False))}
     result["flicker_reduction"] = round(1 - result["video_vae"]["flicker"]["mean"] / result["image_decoder"]["flicker"]["mean"], 4)
+    result["sharpness_change"] = round(result["video_vae"]["sharpness"]["mean"] / result["image_decoder"]["sharpness"]["mean"] - 1, 4)
     result["psnr_change_db"] = round(result["video_vae"]["psnr_db"]["mean"] - result["image_decoder"]["psnr_db"]["mean"], 4)
     return result, (clips, decoded_by["image_decoder"], decoded_by["video_vae"])
 
@@ -153,12 +168,14 @@ def generated(vae, image_vae, pipeline: str | None, count: int, radius: int, ste
         unit = (decoded.clamp(-1, 1) * 0.5 + 0.5)
         clips_np = rearrange(unit, "b c f h w -> b f h w c").numpy()
         pred_digit, pred_direction = classify(classifier, clips_np)
-        result[name] = {"motion_compensated_flicker": summary(motion_compensated_flicker(to_unit(decoded), radius)),
+        result[name] = {"sharpness": summary(sharpness(to_unit(decoded))),
+                        "motion_compensated_flicker": summary(motion_compensated_flicker(to_unit(decoded), radius)),
                         "integer_shift_flicker": summary(motion_compensated_flicker(to_unit(decoded), radius, False)),
                         "digit_accuracy": round(float((pred_digit == digits).mean()), 4),
                         "direction_accuracy": round(float((pred_direction == directions).mean()), 4)}
     result["flicker_reduction"] = round(1 - result["video_vae"]["motion_compensated_flicker"]["mean"]
                                         / result["image_decoder"]["motion_compensated_flicker"]["mean"], 4)
+    result["sharpness_change"] = round(result["video_vae"]["sharpness"]["mean"] / result["image_decoder"]["sharpness"]["mean"] - 1, 4)
     result["integer_shift_flicker_reduction"] = round(1 - result["video_vae"]["integer_shift_flicker"]["mean"]
                                                       / result["image_decoder"]["integer_shift_flicker"]["mean"], 4)
     return result, (decoded_by["image_decoder"], decoded_by["video_vae"])
