@@ -136,28 +136,33 @@ def round_trips(vae, image_vae, clips: torch.Tensor, radius: int, mc_clips: int)
     return result, (clips, decoded_by["image_decoder"], decoded_by["video_vae"])
 
 
-def generated(vae, image_vae, pipeline: str | None, count: int, radius: int, steps: int,
-              cache: Path | None = None) -> tuple[dict, tuple]:
-    from magicvideo.digits.classifier import classify, load_classifier
-    from magicvideo.digits.evaluate import _direction_indices, evaluation_jobs
-
+def generated_latents(pipeline: str | None, count: int, steps: int, cache: Path | None = None) -> tuple[list, torch.Tensor]:
+    """The first `count` canonical digit jobs and the keyframe latents (scaled) that `pipeline`
+    (default: bundled) samples for them; kept in / reused from `cache` when given."""
+    from magicvideo.digits.evaluate import evaluation_jobs
     from magicvideo.loading import BUNDLED_MODEL, load_pipeline
 
-    pipe = load_pipeline(pipeline, device="cpu", dtype="fp32", progress_bar=False)
     jobs = evaluation_jobs(limit=count)
     key = {"pipeline": str(pipeline or BUNDLED_MODEL), "jobs": jobs, "steps": steps}
     if cache is not None and cache.is_file() and torch.load(cache)["key"] == key:
-        latents = torch.load(cache)["latents"]
-    else:
-        latents = []
-        for job in jobs:
-            out = pipe(job["prompt"], fps=job["fps"], num_inference_steps=steps,
-                       generator=torch.Generator().manual_seed(job["seed"]), output_type="latent")
-            latents.append(out.frames)
-        latents = torch.cat(latents)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"key": key, "latents": latents}, cache)
+        return jobs, torch.load(cache)["latents"]
+    pipe = load_pipeline(pipeline, device="cpu", dtype="fp32", progress_bar=False)
+    with torch.no_grad():
+        latents = torch.cat([pipe(job["prompt"], fps=job["fps"], num_inference_steps=steps,
+                                  generator=torch.Generator().manual_seed(job["seed"]), output_type="latent").frames
+                             for job in jobs])
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "latents": latents}, cache)
+    return jobs, latents
+
+
+def generated(vae, image_vae, pipeline: str | None, count: int, radius: int, steps: int,
+              cache: Path | None = None) -> tuple[dict, tuple]:
+    from magicvideo.digits.classifier import classify, load_classifier
+    from magicvideo.digits.evaluate import _direction_indices
+
+    jobs, latents = generated_latents(pipeline, count, steps, cache)
     decoded_by = decode_all(vae, image_vae, latents)
     classifier = load_classifier()
     result = {"clips": len(jobs), "frames": latents.shape[2], "steps": steps,

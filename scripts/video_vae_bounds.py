@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from diffusers import AutoencoderKL  # noqa: E402
-from measure_video_vae import difference_flicker, to_unit  # noqa: E402
+from measure_video_vae import difference_flicker, generated_latents, sharpness, to_unit  # noqa: E402
 
 from magicvideo.evaluation.motion import fourier_shift, motion_compensated_flicker  # noqa: E402
 
@@ -86,25 +86,23 @@ def aligned_average(frames: torch.Tensor, positions: torch.Tensor, window: int) 
     return out.clamp(0, 1)
 
 
-def generated(count: int, windows: list[int]) -> dict:
-    """Motion-compensated flicker of the bundled model's image-decoded clips and of their aligned averages."""
-    from magicvideo.digits.evaluate import evaluation_jobs
+def generated(count: int, windows: list[int], cache: Path | None = None) -> dict:
+    """Motion-compensated flicker and sharpness of the bundled model's image-decoded clips and of
+    their aligned averages."""
     from magicvideo.loading import load_pipeline
 
-    pipe = load_pipeline(None, device="cpu", dtype="fp32", progress_bar=False)
-    jobs = evaluation_jobs(limit=count)
+    jobs, latents = generated_latents(None, count, 25, cache)
+    vae = load_pipeline(None, device="cpu", dtype="fp32", progress_bar=False).vae
     with torch.no_grad():
-        latents = torch.cat([pipe(job["prompt"], fps=job["fps"], num_inference_steps=25,
-                                  generator=torch.Generator().manual_seed(job["seed"]), output_type="latent").frames
-                             for job in jobs])
-        decoded = to_unit(decode_latents_video(pipe.vae, latents, chunk_size=16, decoder="image"))
+        decoded = to_unit(decode_latents_video(vae, latents, chunk_size=16, decoder="image"))
     steps = torch.arange(decoded.shape[1], dtype=torch.float32)[None, :, None]
     velocity = torch.tensor([DIRECTIONS[job["direction"]] for job in jobs], dtype=torch.float32)
     velocity = velocity * SPEED * NATIVE_FPS / torch.tensor([job["fps"] for job in jobs])[:, None]
     positions = velocity[:, None] * steps  # (N, F, 2) as (x, y), the motion the prompt asks for
 
-    def score(frames: torch.Tensor) -> float:
-        return round(float(motion_compensated_flicker(frames).mean()), 4)
+    def score(frames: torch.Tensor) -> dict:
+        return {"flicker": round(float(motion_compensated_flicker(frames).mean()), 4),
+                "sharpness": round(float(sharpness(frames).mean()), 4)}
 
     out = {"clips": count, "image_decoder": score(decoded)}
     for w in windows:
@@ -121,6 +119,7 @@ def main() -> None:
     parser.add_argument("--crf", type=int, default=12, help="the dataset writer's H.264 quality")
     parser.add_argument("--windows", type=int, nargs="+", default=[2, 4, 16])
     parser.add_argument("--generated", type=int, default=0, help="also N generated clips (bundled model)")
+    parser.add_argument("--latents-cache", type=Path, help="measure_video_vae.py's cache of the generated latents")
     parser.add_argument("--vae", default=str(REPO / "src/magicvideo/weights/digits/vae"))
     args = parser.parse_args()
 
@@ -136,14 +135,15 @@ def main() -> None:
     def score(frames: torch.Tensor) -> dict:
         mse = (frames - real_g).pow(2).flatten(1).mean(1)
         return {"flicker": round(float(difference_flicker(frames, real_g).mean()), 4),
-                "psnr_db": round(float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()), 2)}
+                "psnr_db": round(float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()), 2),
+                "sharpness": round(float(sharpness(frames).mean()), 4)}
 
     out = {"clips": args.clips, "stride": args.stride, "codec_floor": score(clean), "image_decoder": score(decoded_g)}
     for w in args.windows:
         out[f"aligned_average_{w}"] = score(aligned_average(decoded_g, positions, w))
         out[f"aligned_average_clean_{w}"] = score(aligned_average(clean, positions, w))
     if args.generated:
-        out["generated_motion_compensated_flicker"] = generated(args.generated, args.windows)
+        out["generated_motion_compensated_flicker"] = generated(args.generated, args.windows, args.latents_cache)
     print(json.dumps(out, indent=1))
 
 
