@@ -40,11 +40,13 @@ def latents_for(vae, frames: int = 6, batch: int = 2, size: int = 4, seed: int =
     return torch.randn(batch, vae.config.latent_channels, frames, size, size, generator=g)
 
 
-@pytest.mark.parametrize("recency,radius", [(False, 0), (True, 1)], ids=["plain", "recency-radius"])
+@pytest.mark.parametrize("recency,radius,alignment", [(False, 0, 0), (True, 1, 0), (True, 0, 2)],
+                         ids=["plain", "recency-radius", "aligned"])
 @pytest.mark.parametrize("layout", [SMALL_OURS, SMALL_SD], ids=["ours", "sd"])
-def test_fresh_video_vae_decodes_like_the_image_vae(layout, recency, radius):
+def test_fresh_video_vae_decodes_like_the_image_vae(layout, recency, radius, alignment):
     vae = image_vae(layout)
-    video_vae = VideoAutoencoderKL.from_image_vae(vae, temporal_recency_bias=recency, temporal_radius=radius).eval()
+    video_vae = VideoAutoencoderKL.from_image_vae(vae, temporal_recency_bias=recency, temporal_radius=radius,
+                                                  temporal_alignment=alignment).eval()
     z = latents_for(vae)
     with torch.no_grad():
         expected = image_decode(vae, z)
@@ -73,11 +75,12 @@ def trained_like(layout=SMALL_OURS, seed: int = 3, **temporal) -> VideoAutoencod
     return randomize_(video_vae, seed=seed, std=0.1).eval()
 
 
-@pytest.mark.parametrize("stages,recency,radius", [(["mid", "up0"], False, 0), (["in", "up1", "up3"], False, 0),
-                                                   (["mid", "up0"], True, 1)])
-def test_causal_every_parameter_randomised(stages, recency, radius):
+@pytest.mark.parametrize("stages,recency,radius,alignment", [
+    (["mid", "up0"], False, 0, 0), (["in", "up1", "up3"], False, 0, 0), (["mid", "up0"], True, 1, 0),
+    (["mid", "up1", "up3"], True, 0, 2)])
+def test_causal_every_parameter_randomised(stages, recency, radius, alignment):
     video_vae = trained_like(temporal_layers=stages, temporal_window=16, temporal_recency_bias=recency,
-                             temporal_radius=radius)
+                             temporal_radius=radius, temporal_alignment=alignment)
     z = latents_for(video_vae, frames=7)
     with torch.no_grad():
         before = video_vae.decode_video(z)
@@ -92,10 +95,12 @@ def test_causal_every_parameter_randomised(stages, recency, radius):
         assert (before - video_vae.decode_video(z, temporal=False)).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("window,chunk,recency,radius", [(3, 1, False, 0), (3, 4, False, 0), (16, 5, False, 0),
-                                                         (2, 3, False, 0), (16, 5, True, 1), (3, 2, False, 2)])
-def test_chunked_equals_whole(window, chunk, recency, radius):
-    video_vae = trained_like(temporal_window=window, temporal_recency_bias=recency, temporal_radius=radius)
+@pytest.mark.parametrize("window,chunk,recency,radius,alignment", [
+    (3, 1, False, 0, 0), (3, 4, False, 0, 0), (16, 5, False, 0, 0), (2, 3, False, 0, 0), (16, 5, True, 1, 0),
+    (3, 2, False, 2, 0), (3, 1, True, 0, 2), (16, 4, False, 0, 2)])
+def test_chunked_equals_whole(window, chunk, recency, radius, alignment):
+    video_vae = trained_like(temporal_layers=["mid", "up1", "up3"], temporal_window=window, temporal_recency_bias=recency,
+                             temporal_radius=radius, temporal_alignment=alignment)
     z = latents_for(video_vae, frames=11)
     with torch.no_grad():
         whole = video_vae.decode_video(z)
@@ -134,6 +139,51 @@ def test_radius_bounds_where_earlier_frames_reach(radius):
     expected[3 - radius:4 + radius, 3 - radius:4 + radius] = True
     assert torch.equal(moved[1], expected) and torch.equal(moved[2], expected)  # later frames of clip 0
     assert not moved[3:].any()  # the other clip
+
+
+def test_move_is_bicubic_with_repeated_edges():
+    """`move` (per-frame crop + separable 4-tap filter) equals grid_sample's bicubic mode with border
+    padding; integer shifts translate exactly."""
+    import torch.nn.functional as F
+
+    from magicvideo.models.video_vae import move
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 9, 11, 5, generator=g)
+    shift = torch.randn(2, 3, 2, generator=g) * 3
+    b, f, h, w, c = x.shape
+    dy, dx = shift.reshape(b * f, 2, 1, 1).unbind(1)
+    grid_x = (2 * (torch.arange(w)[None, None] - dx) + 1) / w - 1
+    grid_y = (2 * (torch.arange(h)[None, :, None] - dy) + 1) / h - 1
+    grid = torch.stack(torch.broadcast_tensors(grid_x, grid_y), -1)
+    expected = F.grid_sample(rearrange(x, "b f h w c -> (b f) c h w"), grid, mode="bicubic", padding_mode="border",
+                             align_corners=False)
+    assert (move(x, shift) - rearrange(expected, "(b f) c h w -> b f h w c", b=b)).abs().max() <= 1e-5
+    assert torch.equal(move(x, torch.zeros_like(shift)), x)
+    moved = move(x, torch.tensor([2.0, -1.0]).expand(b, f, 2))
+    assert torch.equal(moved[:, :, 2:, :-1], x[:, :, :-2, 1:])
+
+
+def test_aligned_attention_sees_a_moving_clip_as_a_still_one():
+    """One aligned layer, every parameter randomised: a clip whose content moves by whole pixels, with
+    its positions, gives (away from the edges) the same output as the still clip of its last frame: the
+    earlier frames are moved onto the current one before they are attended to."""
+    from magicvideo.models.video_vae import WindowedTemporalAttention
+
+    layer = randomize_(WindowedTemporalAttention(8, num_heads=2, window=3, recency_bias=True), seed=5, std=0.3).eval()
+    g = torch.Generator().manual_seed(0)
+    canvas = torch.randn(1, 8, 20, 20, generator=g)
+    steps = [(0, 0), (1, 2), (2, 3)]  # content position (dy, dx) in frames 0, 1, 2
+    moving = torch.cat([torch.roll(canvas, s, dims=(2, 3)) for s in steps])[..., 3:17, 3:17]  # 3 frames, 14 x 14
+    still = moving[2:].expand(3, -1, -1, -1)
+    positions = torch.tensor([steps], dtype=torch.float32)
+    with torch.no_grad():
+        a = layer(moving, 3, positions=positions)[2]
+        b = layer(still, 3, positions=torch.zeros_like(positions))[2]
+        unaligned = layer(moving, 3)[2]
+    inner = (slice(None), slice(4, -1), slice(4, -1))  # the pixels whose earlier positions are inside the frame
+    assert (a[inner] - b[inner]).abs().max() <= 1e-5
+    assert (unaligned[inner] - b[inner]).abs().max() > 1e-2  # without the positions it does not hold
 
 
 def test_window_bounds_the_past():
@@ -200,6 +250,10 @@ def test_bad_settings_are_named():
         VideoAutoencoderKL.from_image_vae(vae, temporal_attention_heads=3)
     with pytest.raises(InvalidArgumentError, match="temporal_window"):
         VideoAutoencoderKL.from_image_vae(vae, temporal_window=0)
+    with pytest.raises(InvalidArgumentError, match="temporal_alignment"):
+        VideoAutoencoderKL.from_image_vae(vae, temporal_alignment=-1)
+    with pytest.raises(InvalidArgumentError, match="temporal_alignment"):
+        VideoAutoencoderKL.from_image_vae(vae, temporal_alignment=2, temporal_radius=1)
     with pytest.raises(InvalidArgumentError, match="chunk_size"):
         VideoAutoencoderKL.from_image_vae(vae).decode_video(latents_for(vae), chunk_size=0)
 
@@ -242,7 +296,8 @@ def test_training_keeps_the_encoder(tmp_path, train_decoder):
     from safetensors.torch import load_file
 
     config = video_vae_config(tmp_path, train_decoder=train_decoder, warp_weight=1.0 if train_decoder else 0.0,
-                              temporal_radius=1 if train_decoder else 0, generated_target="image_decoder")
+                              temporal_radius=1 if train_decoder else 0, generated_target="image_decoder",
+                              temporal_alignment=0 if train_decoder else 2)
     final = train(config)
     before = load_file(tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
     after = load_file(final / "diffusion_pytorch_model.safetensors")
@@ -253,7 +308,7 @@ def test_training_keeps_the_encoder(tmp_path, train_decoder):
     assert bool(changed) == train_decoder and all(n.startswith(("decoder.", "post_quant_conv.")) for n in changed)
     assert any(not torch.equal(v, torch.zeros_like(v)) for n, v in after.items() if n.endswith("to_out.weight"))
     assert (tmp_path / "run" / "samples" / "step-00000003" / "contact-sheet.png").is_file()
-    assert isinstance(VideoAutoencoderKL.from_pretrained(final), VideoAutoencoderKL)
+    assert VideoAutoencoderKL.from_pretrained(final).config.temporal_alignment == (0 if train_decoder else 2)
 
 
 def test_resume_continues_the_same_run(tmp_path):

@@ -16,6 +16,13 @@ is per frame, a long clip decodes in chunks with the keys/values of the last `wi
 carried from chunk to chunk (a KV cache, one per layer), and the result equals whole-clip decoding
 (up to float rounding). Memory stays bounded; no seam appears at chunk borders.
 
+Alignment (config `temporal_alignment` r > 0): the earlier frames' features are moved onto the
+current frame before it attends to them, by the clip's global motion (the sub-pixel shift between
+consecutive frames of the image decoder's decoding, searched within +-r pixels, `motion()`), so that
+mixing earlier frames of moving content does not blur it; the motion of frame f depends on frames
+<= f only, and the last frame and its position are carried between chunks. One motion per frame
+(a camera pan, a rigidly moving digit), not a flow field: the layer is general, the estimator simple.
+
 Placement (config `temporal_layers`): names of decoder stages after which a layer sits:
 ``"in"`` (after conv_in), ``"mid"`` (after the mid-block), ``"up0"``, ``"up1"``, ... (after up
 block i). The paper's two layers are the default: ``["mid", "up0"]``.
@@ -46,7 +53,7 @@ from ..errors import InvalidArgumentError
 DEFAULT_TEMPORAL_LAYERS = ("mid", "up0")
 DECODERS = ("image", "video")
 TEMPORAL_SETTINGS = ("temporal_layers", "temporal_attention_heads", "temporal_window", "temporal_recency_bias",
-                     "temporal_radius")
+                     "temporal_radius", "temporal_alignment")
 
 
 class WindowedTemporalAttention(nn.Module):
@@ -111,7 +118,10 @@ class WindowedTemporalAttention(nn.Module):
         patches = F.unfold(maps, size, padding=self.radius)
         return rearrange(patches, "(b f) (c k) (h w) -> (b h w) f k c", f=tokens.shape[1], k=size * size, h=h)
 
-    def forward(self, x: torch.Tensor, num_frames: int, cache: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, cache: dict | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        if positions is not None:
+            return self.aligned(x, num_frames, cache, positions)
         _, _, h, w = x.shape
         tokens = rearrange(x, "(b f) c h w -> (b h w) f c", f=num_frames)
         normed = self.norm(tokens)
@@ -145,6 +155,63 @@ class WindowedTemporalAttention(nn.Module):
         out = self.to_out(rearrange(out, "b hw heads f d -> (b hw) f (heads d)"))
         return x + rearrange(out, "(b h w) f c -> (b f) c h w", h=h, w=w)
 
+    def aligned(self, x: torch.Tensor, num_frames: int, cache: dict | None, positions: torch.Tensor) -> torch.Tensor:
+        """Attention over past frames moved onto the current one: `positions` (B, F, 2) are the
+        frames' content positions (dy, dx) in this layer's pixels; frame q's keys and values are
+        moved by positions[p] - positions[q] before query frame p attends to them (per position)."""
+        normed = self.norm(rearrange(x, "(b f) c h w -> b f h w c", f=num_frames))  # (B, F, H, W, C)
+        q, frames = self.to_q(normed), normed
+        past = 0
+        if cache is not None:
+            if "frames" in cache:
+                past = cache["frames"].shape[1]
+                frames, positions = torch.cat([cache["frames"], frames], 1), torch.cat([cache["positions"], positions], 1)
+            start = max(0, frames.shape[1] - (self.window - 1))  # the last window - 1 frames
+            cache["frames"], cache["positions"] = frames[:, start:], positions[:, start:]
+        keys, values, valid = [], [], []
+        query_index = torch.arange(num_frames, device=x.device) + past
+        for distance in range(min(self.window, past + num_frames)):  # key frame p - distance
+            index = (query_index - distance).clamp(min=0)
+            moved = frames[:, index]
+            if distance:  # moved before the (per-position, linear) key and value projections: the same
+                moved = move(moved, positions[:, query_index] - positions[:, index])
+            keys.append(self.to_k(moved))
+            values.append(self.to_v(moved))
+            valid.append(query_index - distance >= 0)
+        bias = self.attention_bias(1, len(keys) - 1, x.device, q.dtype)[:, 0].flip(-1)  # (heads, distances)
+        bias = bias[None].masked_fill(~torch.stack(valid, -1)[:, None], float("-inf"))  # (F, heads, distances)
+        heads = lambda t: rearrange(t, "b f h w n (heads d) -> b h w f heads n d", heads=self.num_heads)  # noqa: E731
+        out = F.scaled_dot_product_attention(heads(q[..., None, :]), heads(torch.stack(keys, -2)),
+                                             heads(torch.stack(values, -2)), attn_mask=bias[:, :, None])
+        out = self.to_out(rearrange(out, "b h w f heads 1 d -> b f h w (heads d)"))
+        return x + rearrange(out, "b f h w c -> (b f) c h w")
+
+
+def cubic_weights(fraction: torch.Tensor, a: float = -0.75) -> torch.Tensor:
+    """(N,) sub-pixel shifts in [0, 1) -> (N, 4): Keys' cubic convolution weights (a = -0.75, as torch's
+    bicubic mode) of the samples at i - n - 2 ... i - n + 1 for out[i] = x[i - n - fraction]."""
+    d = ((1 - fraction)[:, None] - torch.arange(-1, 3, device=fraction.device)).abs()  # distances to the 4 taps
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
+
+
+def move(features: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """features (B, F, H, W, C) moved by shift (B, F, 2) = (dy, dx) pixels: out[y, x] = features[y - dy,
+    x - dx], bicubic, edges repeated (what grid_sample's bicubic mode with border padding gives; done
+    as a per-frame integer crop of the edge-padded maps and a separable 4-tap filter, much faster)."""
+    b, f, h, w, c = features.shape
+    shift = shift.detach().reshape(b * f, 2).float()
+    whole = shift.floor()
+    pad = int(whole.abs().max()) + 2
+    maps = F.pad(rearrange(features, "b f h w c -> (b f) c h w"), (pad, pad, pad, pad), mode="replicate")
+    starts = (pad - 2 - whole).long().tolist()  # the first tap of out[0] along y and x, per frame
+    crops = torch.stack([m[:, y:y + h + 3, x:x + w + 3] for m, (y, x) in zip(maps, starts)])  # (B*F, C, H+3, W+3)
+    wy, wx = (cubic_weights(shift[:, i] - whole[:, i]).to(features.dtype)[:, :, None, None, None] for i in (0, 1))
+    rows = sum(wy[:, k] * crops[:, :, k:k + h] for k in range(4))
+    moved = sum(wx[:, k] * rows[..., k:k + w] for k in range(4))
+    return rearrange(moved, "(b f) c h w -> b f h w c", b=b)
+
 
 def _stage_channels(block_out_channels, name: str) -> int:
     levels = len(block_out_channels)
@@ -161,7 +228,8 @@ class VideoAutoencoderKL(AutoencoderKL):
 
     Extra config keys: `temporal_layers` (decoder stages, default ["mid", "up0"]),
     `temporal_attention_heads` (default 4), `temporal_window` (frames a frame may attend to,
-    itself included; default 16). All other keys and all weights are `AutoencoderKL`'s, so an
+    itself included; default 16), `temporal_recency_bias`, `temporal_radius` and `temporal_alignment`
+    (see the module docstring). All other keys and all weights are `AutoencoderKL`'s, so an
     `AutoencoderKL` loads this model's folder too (ignoring the temporal layers).
     """
 
@@ -191,6 +259,7 @@ class VideoAutoencoderKL(AutoencoderKL):
         temporal_window: int = 16,
         temporal_recency_bias: bool = False,
         temporal_radius: int = 0,
+        temporal_alignment: int = 0,
     ):
         super().__init__(
             in_channels=in_channels, out_channels=out_channels, down_block_types=down_block_types,
@@ -208,6 +277,10 @@ class VideoAutoencoderKL(AutoencoderKL):
                                             temporal_window, recency_bias=temporal_recency_bias,
                                             radius=temporal_radius)
             for name in temporal_layers})
+        if temporal_alignment < 0:
+            raise InvalidArgumentError("temporal_alignment", f"must be at least 0, got {temporal_alignment}")
+        if temporal_alignment and temporal_radius:
+            raise InvalidArgumentError("temporal_alignment", "needs temporal_radius 0 (the motion aligns the past)")
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -239,24 +312,51 @@ class VideoAutoencoderKL(AutoencoderKL):
         return self.temporal_attentions.parameters()
 
     # -- decoding -------------------------------------------------------------------------------
-    def _temporal(self, name: str, sample: torch.Tensor, num_frames: int, caches: dict | None) -> torch.Tensor:
+    def _temporal(self, name: str, sample: torch.Tensor, num_frames: int, caches: dict | None,
+                  positions: torch.Tensor | None) -> torch.Tensor:
         if name not in self.temporal_attentions:
             return sample
         cache = None if caches is None else caches.setdefault(name, {})
-        return self.temporal_attentions[name](sample, num_frames, cache)
+        if positions is not None:  # fractions of the frame -> this stage's pixels
+            positions = positions * positions.new_tensor(sample.shape[-2:])
+        return self.temporal_attentions[name](sample, num_frames, cache, positions)
+
+    @torch.no_grad()
+    def motion(self, z: torch.Tensor, num_frames: int, caches: dict) -> torch.Tensor:
+        """Content positions (B, F, 2) = (dy / H, dx / W), in fractions of the frame, of the latent
+        frames z (B * F, C, h, w): the global motion between consecutive frames of the image decoder's
+        decoding (evaluation/motion.global_shifts, searched within +-temporal_alignment pixels), summed
+        from the clip's first frame. Causal: frame f's position depends on frames <= f only;
+        `caches["motion"]` carries the last frame and its position from chunk to chunk."""
+        from ..evaluation.motion import global_shifts
+
+        frames = rearrange(self._decode(z).sample.clamp(-1, 1).mean(1), "(b f) h w -> b f h w", f=num_frames) * 0.5 + 0.5
+        state = caches.setdefault("motion", {})
+        if "frame" in state:
+            frames = torch.cat([state["frame"], frames], 1)
+            start = state["position"]
+        else:
+            start = torch.zeros(frames.shape[0], 1, 2, device=frames.device)
+        steps = global_shifts(frames.float(), self.config.temporal_alignment)[1] if frames.shape[1] > 1 else start[:, :0]
+        positions = torch.cat([start, start + steps.cumsum(1)], 1)[:, -num_frames:]
+        state["frame"], state["position"] = frames[:, -1:], positions[:, -1:]
+        return (positions / positions.new_tensor(frames.shape[-2:])).to(z.dtype)
 
     def _decode_frames(self, z: torch.Tensor, num_frames: int, caches: dict | None) -> torch.Tensor:
         """Latent frames (B * F, C, h, w), frame-major per clip -> pixels, temporal layers applied."""
+        positions = None
+        if caches is not None and self.config.temporal_alignment:
+            positions = self.motion(z, num_frames, caches)
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
         decoder = self.decoder
         sample = decoder.conv_in(z)
-        sample = self._temporal("in", sample, num_frames, caches)
+        sample = self._temporal("in", sample, num_frames, caches, positions)
         sample = decoder.mid_block(sample, None)
-        sample = self._temporal("mid", sample, num_frames, caches)
+        sample = self._temporal("mid", sample, num_frames, caches, positions)
         for i, up_block in enumerate(decoder.up_blocks):
             sample = up_block(sample, None)
-            sample = self._temporal(f"up{i}", sample, num_frames, caches)
+            sample = self._temporal(f"up{i}", sample, num_frames, caches, positions)
         sample = decoder.conv_act(decoder.conv_norm_out(sample))
         return decoder.conv_out(sample)
 

@@ -93,6 +93,7 @@ class VideoVAEConfig:
     temporal_window: int = 16  # frames a frame attends to (itself included)
     temporal_radius: int = 0  # each frame attends to (2r+1)^2 neighbours of its position in earlier frames
     temporal_recency_bias: bool = False  # ALiBi-style -slope * distance per head, learnt (models/video_vae.py)
+    temporal_alignment: int = 0  # > 0: earlier frames moved onto the current one by the global motion (+- this many px)
     train_decoder: bool = False  # False: only the temporal layers (the image decoder stays exact)
     reconstruction_loss: str = "l1"  # l1 or mse, per pixel value
     difference_weight: float = 1.0  # weight of the loss on frame-to-frame differences
@@ -232,7 +233,7 @@ MINIMUM = {
                      "video_vae.temporal_attention_heads", "video_vae.temporal_window",
                      "sr.scale", "sr.pixel_shuffle", "sr.layers_per_block", "sr.norm_num_groups", "sr.patch_size",
                      "sr.sample_steps"), 1),
-    **dict.fromkeys(("video_vae.difference_weight", "video_vae.warp_weight", "video_vae.temporal_radius", "video_vae.generated_fraction", "video_vae.generated_min_timestep",
+    **dict.fromkeys(("video_vae.difference_weight", "video_vae.warp_weight", "video_vae.temporal_radius", "video_vae.temporal_alignment", "video_vae.generated_fraction", "video_vae.generated_min_timestep",
                      "video_vae.generated_max_timestep", "video_vae.sample_clips"), 0),
     **dict.fromkeys(("sr.max_noise_level", "sr.sample_noise_level"), 0),
     "interpolation.keyframe_stride": 2,

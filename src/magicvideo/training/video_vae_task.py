@@ -65,7 +65,8 @@ def build_video_vae(config: Config) -> VideoAutoencoderKL:
                     temporal_attention_heads=settings.temporal_attention_heads,
                     temporal_window=settings.temporal_window,
                     temporal_recency_bias=settings.temporal_recency_bias,
-                    temporal_radius=settings.temporal_radius)
+                    temporal_radius=settings.temporal_radius,
+                    temporal_alignment=settings.temporal_alignment)
     config_json = VideoAutoencoderKL.load_config(path)
     if config_json.get("_class_name") == VideoAutoencoderKL.__name__:
         return VideoAutoencoderKL.from_pretrained(path)  # continue: its own temporal layers and settings
