@@ -10,6 +10,7 @@ from _train_utils import tiny_text_encoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the commands tests start run beside the other workers
 torch.set_num_threads(1)  # small models: more threads only add overhead
 
 TINY_UNET = dict(
