@@ -12,7 +12,10 @@ with the image decoder and prints, on the same clips (flicker, PSNR in dB agains
   decoded frames, each moved onto it by the TRUE motion (Fourier shift): an oracle of what a
   directed temporal layer gains by mixing earlier frames of the same rigidly moving digit;
 - ``aligned_average_clean_W``: the same applied to the clean renderings: the error of the
-  alignment itself (the renderer interpolates bilinearly, the shift is band-limited).
+  alignment itself (the renderer interpolates bilinearly, the shift is band-limited);
+- ``aligned_average_estimated_W``: the decoded frames averaged with the motion *estimated* on them
+  (`evaluation/motion.global_shifts`, as the VideoVAE's `temporal_alignment` does), and
+  ``motion_error_px``: that estimate against the true motion (mean and median length of the error).
 
 With ``--generated N``: the bundled keyframe model's clips for the first N canonical evaluation jobs
 (25 steps, guidance 7.5, as scripts/measure_video_vae.py draws them), decoded by the image decoder,
@@ -42,7 +45,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from diffusers import AutoencoderKL  # noqa: E402
 from measure_video_vae import difference_flicker, generated_latents, sharpness, to_unit  # noqa: E402
 
-from magicvideo.evaluation.motion import fourier_shift, motion_compensated_flicker  # noqa: E402
+from magicvideo.evaluation.motion import fourier_shift, global_shifts, motion_compensated_flicker  # noqa: E402
 
 from magicvideo.digits.data import DIRECTIONS, NATIVE_FPS, SPEED, render, sample_digit_clip  # noqa: E402
 from magicvideo.models.video_vae import decode_latents_video  # noqa: E402
@@ -139,8 +142,13 @@ def main() -> None:
                 "sharpness": round(float(sharpness(frames).mean()), 4)}
 
     out = {"clips": args.clips, "stride": args.stride, "codec_floor": score(clean), "image_decoder": score(decoded_g)}
+    steps = global_shifts(decoded_g)[1]  # (N, F - 1, 2) as (dy, dx)
+    error = (steps - (positions[:, 1:] - positions[:, :-1]).flip(-1)).norm(dim=-1)
+    out["motion_error_px"] = {"mean": round(float(error.mean()), 4), "median": round(float(error.median()), 4)}
+    estimated = torch.cat([torch.zeros_like(steps[:, :1]), steps.cumsum(1)], 1).flip(-1)  # positions as (x, y)
     for w in args.windows:
         out[f"aligned_average_{w}"] = score(aligned_average(decoded_g, positions, w))
+        out[f"aligned_average_estimated_{w}"] = score(aligned_average(decoded_g, estimated, w))
         out[f"aligned_average_clean_{w}"] = score(aligned_average(clean, positions, w))
     if args.generated:
         out["generated_motion_compensated_flicker"] = generated(args.generated, args.windows, args.latents_cache)
