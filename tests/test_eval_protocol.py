@@ -190,3 +190,21 @@ def test_bad_input_is_one_clear_line_naming_the_argument(assets, tmp_path, capsy
 def test_too_few_clips_is_fvds_error(assets, tmp_path, capsys):
     assert protocol(assets, tmp_path / "out", "--limit", "1") == 2
     assert "at least 2" in capsys.readouterr().err
+
+
+def test_a_manifest_of_jobs_planned_in_a_relative_folder_reads_back_from_elsewhere(tmp_path, monkeypatch):
+    from magicvideo.evaluation.videos import list_videos
+    from magicvideo.generation import job_records
+    from magicvideo.manifest import write_manifest
+    from magicvideo.video_io import write_video
+
+    monkeypatch.chdir(tmp_path)
+    jobs = plan_clips(["a 1", "a 2"], "runs/set")  # relative to the working directory, as a CLI user gives it
+    for job in jobs:
+        job.path.parent.mkdir(parents=True, exist_ok=True)
+        write_video(job.path, np.zeros((2, 8, 8, 3), np.uint8), fps=8)
+    manifest = write_manifest("runs/set/captions.csv", job_records(jobs, 8))
+    assert manifest.read_text().splitlines()[1].startswith("0000-a-1.mp4,")
+    monkeypatch.chdir(tmp_path / "runs")
+    items = list_videos(tmp_path / "runs/set/captions.csv")
+    assert [item.path.resolve() for item in items] == [(tmp_path / job.path).resolve() for job in jobs]

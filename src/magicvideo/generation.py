@@ -121,5 +121,7 @@ def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing:
 
 
 def job_records(jobs: Sequence[ClipJob], fps: float) -> list[VideoRecord]:
-    """The manifest records (path, prompt, fps) of the jobs' clips, for `manifest.write_manifest`."""
-    return [VideoRecord(str(job.path), job.prompt, fps) for job in jobs]
+    """The manifest records (path, prompt, fps) of the jobs' clips, for `manifest.write_manifest`. Paths
+    are absolute (a job's path may be relative to the working directory), so that the manifest stores
+    them relative to its own folder and reads back from any working directory."""
+    return [VideoRecord(str(job.path.absolute()), job.prompt, fps) for job in jobs]
