@@ -40,13 +40,14 @@ def latents_for(vae, frames: int = 6, batch: int = 2, size: int = 4, seed: int =
     return torch.randn(batch, vae.config.latent_channels, frames, size, size, generator=g)
 
 
-@pytest.mark.parametrize("recency,radius,alignment", [(False, 0, 0), (True, 1, 0), (True, 0, 2)],
-                         ids=["plain", "recency-radius", "aligned"])
+@pytest.mark.parametrize("recency,radius,alignment,gated", [(False, 0, 0, False), (True, 1, 0, False),
+                                                            (True, 0, 2, False), (True, 0, 2, True)],
+                         ids=["plain", "recency-radius", "aligned", "gated"])
 @pytest.mark.parametrize("layout", [SMALL_OURS, SMALL_SD], ids=["ours", "sd"])
-def test_fresh_video_vae_decodes_like_the_image_vae(layout, recency, radius, alignment):
+def test_fresh_video_vae_decodes_like_the_image_vae(layout, recency, radius, alignment, gated):
     vae = image_vae(layout)
     video_vae = VideoAutoencoderKL.from_image_vae(vae, temporal_recency_bias=recency, temporal_radius=radius,
-                                                  temporal_alignment=alignment).eval()
+                                                  temporal_alignment=alignment, temporal_gated=gated).eval()
     z = latents_for(vae)
     with torch.no_grad():
         expected = image_decode(vae, z)
@@ -75,12 +76,12 @@ def trained_like(layout=SMALL_OURS, seed: int = 3, **temporal) -> VideoAutoencod
     return randomize_(video_vae, seed=seed, std=0.1).eval()
 
 
-@pytest.mark.parametrize("stages,recency,radius,alignment", [
-    (["mid", "up0"], False, 0, 0), (["in", "up1", "up3"], False, 0, 0), (["mid", "up0"], True, 1, 0),
-    (["mid", "up1", "up3"], True, 0, 2)])
-def test_causal_every_parameter_randomised(stages, recency, radius, alignment):
+@pytest.mark.parametrize("stages,recency,radius,alignment,gated", [
+    (["mid", "up0"], False, 0, 0, False), (["in", "up1", "up3"], False, 0, 0, False), (["mid", "up0"], True, 1, 0, False),
+    (["mid", "up1", "up3"], True, 0, 2, False), (["mid", "up1", "up3"], True, 0, 2, True)])
+def test_causal_every_parameter_randomised(stages, recency, radius, alignment, gated):
     video_vae = trained_like(temporal_layers=stages, temporal_window=16, temporal_recency_bias=recency,
-                             temporal_radius=radius, temporal_alignment=alignment)
+                             temporal_radius=radius, temporal_alignment=alignment, temporal_gated=gated)
     z = latents_for(video_vae, frames=7)
     with torch.no_grad():
         before = video_vae.decode_video(z)
@@ -95,12 +96,13 @@ def test_causal_every_parameter_randomised(stages, recency, radius, alignment):
         assert (before - video_vae.decode_video(z, temporal=False)).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("window,chunk,recency,radius,alignment", [
-    (3, 1, False, 0, 0), (3, 4, False, 0, 0), (16, 5, False, 0, 0), (2, 3, False, 0, 0), (16, 5, True, 1, 0),
-    (3, 2, False, 2, 0), (3, 1, True, 0, 2), (16, 4, False, 0, 2)])
-def test_chunked_equals_whole(window, chunk, recency, radius, alignment):
+@pytest.mark.parametrize("window,chunk,recency,radius,alignment,gated", [
+    (3, 1, False, 0, 0, False), (3, 4, False, 0, 0, False), (16, 5, False, 0, 0, False), (2, 3, False, 0, 0, False),
+    (16, 5, True, 1, 0, False), (3, 2, False, 2, 0, False), (3, 1, True, 0, 2, False), (16, 4, False, 0, 2, False),
+    (3, 2, True, 0, 2, True)])
+def test_chunked_equals_whole(window, chunk, recency, radius, alignment, gated):
     video_vae = trained_like(temporal_layers=["mid", "up1", "up3"], temporal_window=window, temporal_recency_bias=recency,
-                             temporal_radius=radius, temporal_alignment=alignment)
+                             temporal_radius=radius, temporal_alignment=alignment, temporal_gated=gated)
     z = latents_for(video_vae, frames=11)
     with torch.no_grad():
         whole = video_vae.decode_video(z)
@@ -164,13 +166,15 @@ def test_move_is_bicubic_with_repeated_edges():
     assert torch.equal(moved[:, :, 2:, :-1], x[:, :, :-2, 1:])
 
 
-def test_aligned_attention_sees_a_moving_clip_as_a_still_one():
+@pytest.mark.parametrize("gated", [False, True], ids=["attention", "gated"])
+def test_aligned_attention_sees_a_moving_clip_as_a_still_one(gated):
     """One aligned layer, every parameter randomised: a clip whose content moves by whole pixels, with
     its positions, gives (away from the edges) the same output as the still clip of its last frame: the
     earlier frames are moved onto the current one before they are attended to."""
     from magicvideo.models.video_vae import WindowedTemporalAttention
 
-    layer = randomize_(WindowedTemporalAttention(8, num_heads=2, window=3, recency_bias=True), seed=5, std=0.3).eval()
+    layer = randomize_(WindowedTemporalAttention(8, num_heads=2, window=3, recency_bias=True, gated=gated),
+                       seed=5, std=0.3).eval()
     g = torch.Generator().manual_seed(0)
     canvas = torch.randn(1, 8, 20, 20, generator=g)
     steps = [(0, 0), (1, 2), (2, 3)]  # content position (dy, dx) in frames 0, 1, 2
@@ -184,6 +188,29 @@ def test_aligned_attention_sees_a_moving_clip_as_a_still_one():
     inner = (slice(None), slice(4, -1), slice(4, -1))  # the pixels whose earlier positions are inside the frame
     assert (a[inner] - b[inner]).abs().max() <= 1e-5
     assert (unaligned[inner] - b[inner]).abs().max() > 1e-2  # without the positions it does not hold
+
+
+def test_gated_layer_open_and_uniform_is_the_aligned_running_mean():
+    """Known answer: gate 1 everywhere (gate weights 0, bias 1) and uniform attention (q, k and the
+    position bias 0): frame p's output is the mean of frames p - window + 1 .. p, each moved onto p
+    (here by whole pixels, compared away from the edges)."""
+    from magicvideo.models.video_vae import WindowedTemporalAttention
+
+    layer = WindowedTemporalAttention(4, num_heads=2, window=3, gated=True).eval()
+    for linear in (layer.to_q, layer.to_k):
+        torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.ones_(layer.to_out.bias)
+    g = torch.Generator().manual_seed(1)
+    canvas = torch.randn(5, 4, 20, 20, generator=g)  # content differs from frame to frame
+    steps = [(0, 0), (1, 0), (1, 2), (3, 2), (4, 4)]
+    clip = torch.stack([torch.roll(canvas[i], s, dims=(1, 2)) for i, s in enumerate(steps)])
+    with torch.no_grad():
+        out = layer(clip, 5, positions=torch.tensor([steps], dtype=torch.float32))
+    for p in range(5):
+        earlier = range(max(0, p - 2), p + 1)
+        moved = [torch.roll(clip[q], (steps[p][0] - steps[q][0], steps[p][1] - steps[q][1]), dims=(1, 2)) for q in earlier]
+        expected = torch.stack(moved).mean(0)
+        assert (out[p, :, 5:, 5:] - expected[:, 5:, 5:]).abs().max() <= 1e-5, p
 
 
 def test_window_bounds_the_past():
@@ -254,6 +281,8 @@ def test_bad_settings_are_named():
         VideoAutoencoderKL.from_image_vae(vae, temporal_alignment=-1)
     with pytest.raises(InvalidArgumentError, match="temporal_alignment"):
         VideoAutoencoderKL.from_image_vae(vae, temporal_alignment=2, temporal_radius=1)
+    with pytest.raises(InvalidArgumentError, match="temporal_gated"):
+        VideoAutoencoderKL.from_image_vae(vae, temporal_gated=True)
     with pytest.raises(InvalidArgumentError, match="chunk_size"):
         VideoAutoencoderKL.from_image_vae(vae).decode_video(latents_for(vae), chunk_size=0)
 
@@ -297,7 +326,7 @@ def test_training_keeps_the_encoder(tmp_path, train_decoder):
 
     config = video_vae_config(tmp_path, train_decoder=train_decoder, warp_weight=1.0 if train_decoder else 0.0,
                               temporal_radius=1 if train_decoder else 0, generated_target="image_decoder",
-                              temporal_alignment=0 if train_decoder else 2)
+                              temporal_alignment=0 if train_decoder else 2, temporal_gated=not train_decoder)
     final = train(config)
     before = load_file(tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
     after = load_file(final / "diffusion_pytorch_model.safetensors")
@@ -308,7 +337,8 @@ def test_training_keeps_the_encoder(tmp_path, train_decoder):
     assert bool(changed) == train_decoder and all(n.startswith(("decoder.", "post_quant_conv.")) for n in changed)
     assert any(not torch.equal(v, torch.zeros_like(v)) for n, v in after.items() if n.endswith("to_out.weight"))
     assert (tmp_path / "run" / "samples" / "step-00000003" / "contact-sheet.png").is_file()
-    assert VideoAutoencoderKL.from_pretrained(final).config.temporal_alignment == (0 if train_decoder else 2)
+    config = VideoAutoencoderKL.from_pretrained(final).config
+    assert (config.temporal_alignment, config.temporal_gated) == ((0, False) if train_decoder else (2, True))
 
 
 def test_resume_continues_the_same_run(tmp_path):

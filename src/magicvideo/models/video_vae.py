@@ -53,7 +53,7 @@ from ..errors import InvalidArgumentError
 DEFAULT_TEMPORAL_LAYERS = ("mid", "up0")
 DECODERS = ("image", "video")
 TEMPORAL_SETTINGS = ("temporal_layers", "temporal_attention_heads", "temporal_window", "temporal_recency_bias",
-                     "temporal_radius", "temporal_alignment")
+                     "temporal_radius", "temporal_alignment", "temporal_gated")
 
 
 class WindowedTemporalAttention(nn.Module):
@@ -71,7 +71,7 @@ class WindowedTemporalAttention(nn.Module):
     """
 
     def __init__(self, channels: int, num_heads: int = 4, window: int = 16, position_dim: int = 32,
-                 recency_bias: bool = False, radius: int = 0):
+                 recency_bias: bool = False, radius: int = 0, gated: bool = False):
         super().__init__()
         if channels % num_heads:
             raise InvalidArgumentError("temporal_attention_heads",
@@ -80,11 +80,11 @@ class WindowedTemporalAttention(nn.Module):
             raise InvalidArgumentError("temporal_window", f"must be at least 1, got {window}")
         if radius < 0:
             raise InvalidArgumentError("temporal_radius", f"must be at least 0, got {radius}")
-        self.num_heads, self.window, self.position_dim, self.radius = num_heads, window, position_dim, radius
+        self.num_heads, self.window, self.position_dim, self.radius, self.gated = num_heads, window, position_dim, radius, gated
         self.norm = nn.LayerNorm(channels)
         self.to_q = nn.Linear(channels, channels, bias=False)
         self.to_k = nn.Linear(channels, channels, bias=False)
-        self.to_v = nn.Linear(channels, channels, bias=False)
+        self.to_v = None if gated else nn.Linear(channels, channels, bias=False)
         self.position_bias = nn.Linear(position_dim, num_heads)  # sinusoid(p - q) -> one bias per head
         nn.init.zeros_(self.position_bias.weight)
         nn.init.zeros_(self.position_bias.bias)
@@ -94,7 +94,8 @@ class WindowedTemporalAttention(nn.Module):
         self.recency_slope = nn.Parameter(2.0 ** (1 - 4 * torch.arange(num_heads) / num_heads)) if recency_bias else None
         # a learnt bias per head and spatial offset (zero at first)
         self.offset_bias = nn.Parameter(torch.zeros(num_heads, (2 * radius + 1) ** 2)) if radius else None
-        self.to_out = nn.Linear(channels, channels)
+        # gated: the gate per channel from the current frame and its distance to the mix; otherwise the output
+        self.to_out = nn.Linear(2 * channels if gated else channels, channels)
         nn.init.zeros_(self.to_out.weight)
         nn.init.zeros_(self.to_out.bias)
 
@@ -120,6 +121,8 @@ class WindowedTemporalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int, cache: dict | None = None,
                 positions: torch.Tensor | None = None) -> torch.Tensor:
+        if self.gated and positions is None:  # its mix needs the frames' positions: none given, no motion
+            positions = x.new_zeros(x.shape[0] // num_frames, num_frames, 2)
         if positions is not None:
             return self.aligned(x, num_frames, cache, positions)
         _, _, h, w = x.shape
@@ -158,9 +161,16 @@ class WindowedTemporalAttention(nn.Module):
     def aligned(self, x: torch.Tensor, num_frames: int, cache: dict | None, positions: torch.Tensor) -> torch.Tensor:
         """Attention over past frames moved onto the current one: `positions` (B, F, 2) are the
         frames' content positions (dy, dx) in this layer's pixels; frame q's keys and values are
-        moved by positions[p] - positions[q] before query frame p attends to them (per position)."""
-        normed = self.norm(rearrange(x, "(b f) c h w -> b f h w c", f=num_frames))  # (B, F, H, W, C)
-        q, frames = self.to_q(normed), normed
+        moved by positions[p] - positions[q] before query frame p attends to them (per position).
+
+        Gated (`gated=True`): the values are the frames' own features, moved, so that the attention
+        gives `mix`, a convex combination of the current frame and the aligned earlier ones (each
+        head mixes its share of the channels), and the layer returns x + gate * (mix - x) with a
+        per-channel gate computed from the normed current frame and mix - x (zero at first): a frame
+        is pulled towards its aligned past only as far as, and where, the gate learns to."""
+        tokens = rearrange(x, "(b f) c h w -> b f h w c", f=num_frames)
+        normed = self.norm(tokens)  # (B, F, H, W, C)
+        q, frames = self.to_q(normed), torch.cat([normed, tokens], -1) if self.gated else normed
         past = 0
         if cache is not None:
             if "frames" in cache:
@@ -175,15 +185,20 @@ class WindowedTemporalAttention(nn.Module):
             moved = frames[:, index]
             if distance:  # moved before the (per-position, linear) key and value projections: the same
                 moved = move(moved, positions[:, query_index] - positions[:, index])
-            keys.append(self.to_k(moved))
-            values.append(self.to_v(moved))
+            moved_normed, moved_features = moved.chunk(2, -1) if self.gated else (moved, None)
+            keys.append(self.to_k(moved_normed))
+            values.append(moved_features if self.gated else self.to_v(moved))
             valid.append(query_index - distance >= 0)
         bias = self.attention_bias(1, len(keys) - 1, x.device, q.dtype)[:, 0].flip(-1)  # (heads, distances)
         bias = bias[None].masked_fill(~torch.stack(valid, -1)[:, None], float("-inf"))  # (F, heads, distances)
         heads = lambda t: rearrange(t, "b f h w n (heads d) -> b h w f heads n d", heads=self.num_heads)  # noqa: E731
         out = F.scaled_dot_product_attention(heads(q[..., None, :]), heads(torch.stack(keys, -2)),
                                              heads(torch.stack(values, -2)), attn_mask=bias[:, :, None])
-        out = self.to_out(rearrange(out, "b h w f heads 1 d -> b f h w (heads d)"))
+        out = rearrange(out, "b h w f heads 1 d -> b f h w (heads d)")
+        if self.gated:  # out is the mix
+            out = self.to_out(torch.cat([normed, out - tokens], -1)) * (out - tokens)
+        else:
+            out = self.to_out(out)
         return x + rearrange(out, "b f h w c -> (b f) c h w")
 
 
@@ -260,6 +275,7 @@ class VideoAutoencoderKL(AutoencoderKL):
         temporal_recency_bias: bool = False,
         temporal_radius: int = 0,
         temporal_alignment: int = 0,
+        temporal_gated: bool = False,
     ):
         super().__init__(
             in_channels=in_channels, out_channels=out_channels, down_block_types=down_block_types,
@@ -275,12 +291,14 @@ class VideoAutoencoderKL(AutoencoderKL):
         self.temporal_attentions = nn.ModuleDict({
             name: WindowedTemporalAttention(_stage_channels(block_out_channels, name), temporal_attention_heads,
                                             temporal_window, recency_bias=temporal_recency_bias,
-                                            radius=temporal_radius)
+                                            radius=temporal_radius, gated=temporal_gated)
             for name in temporal_layers})
         if temporal_alignment < 0:
             raise InvalidArgumentError("temporal_alignment", f"must be at least 0, got {temporal_alignment}")
         if temporal_alignment and temporal_radius:
             raise InvalidArgumentError("temporal_alignment", "needs temporal_radius 0 (the motion aligns the past)")
+        if temporal_gated and not temporal_alignment:
+            raise InvalidArgumentError("temporal_gated", "needs temporal_alignment > 0 (it mixes aligned frames)")
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod

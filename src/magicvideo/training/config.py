@@ -94,6 +94,7 @@ class VideoVAEConfig:
     temporal_radius: int = 0  # each frame attends to (2r+1)^2 neighbours of its position in earlier frames
     temporal_recency_bias: bool = False  # ALiBi-style -slope * distance per head, learnt (models/video_vae.py)
     temporal_alignment: int = 0  # > 0: earlier frames moved onto the current one by the global motion (+- this many px)
+    temporal_gated: bool = False  # the layers pull each frame towards a convex mix of it and its aligned past, gated
     train_decoder: bool = False  # False: only the temporal layers (the image decoder stays exact)
     reconstruction_loss: str = "l1"  # l1 or mse, per pixel value
     difference_weight: float = 1.0  # weight of the loss on frame-to-frame differences

@@ -66,7 +66,7 @@ def build_video_vae(config: Config) -> VideoAutoencoderKL:
                     temporal_window=settings.temporal_window,
                     temporal_recency_bias=settings.temporal_recency_bias,
                     temporal_radius=settings.temporal_radius,
-                    temporal_alignment=settings.temporal_alignment)
+                    temporal_alignment=settings.temporal_alignment, temporal_gated=settings.temporal_gated)
     config_json = VideoAutoencoderKL.load_config(path)
     if config_json.get("_class_name") == VideoAutoencoderKL.__name__:
         return VideoAutoencoderKL.from_pretrained(path)  # continue: its own temporal layers and settings
