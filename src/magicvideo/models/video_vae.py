@@ -22,6 +22,10 @@ consecutive frames of the image decoder's decoding, searched within +-r pixels, 
 mixing earlier frames of moving content does not blur it; the motion of frame f depends on frames
 <= f only, and the last frame and its position are carried between chunks. One motion per frame
 (a camera pan, a rigidly moving digit), not a flow field: the layer is general, the estimator simple.
+With `temporal_gated` (needs alignment) a layer does not add an attention output but pulls each frame
+towards `mix`, the attention's convex combination of its own features and its aligned earlier frames'
+features: x + gate * (mix - x), the gate per channel and position computed from the frame and mix - x
+and zero at first.
 
 Placement (config `temporal_layers`): names of decoder stages after which a layer sits:
 ``"in"`` (after conv_in), ``"mid"`` (after the mid-block), ``"up0"``, ``"up1"``, ... (after up
@@ -243,8 +247,8 @@ class VideoAutoencoderKL(AutoencoderKL):
 
     Extra config keys: `temporal_layers` (decoder stages, default ["mid", "up0"]),
     `temporal_attention_heads` (default 4), `temporal_window` (frames a frame may attend to,
-    itself included; default 16), `temporal_recency_bias`, `temporal_radius` and `temporal_alignment`
-    (see the module docstring). All other keys and all weights are `AutoencoderKL`'s, so an
+    itself included; default 16), `temporal_recency_bias`, `temporal_radius`, `temporal_alignment` and
+    `temporal_gated` (see the module docstring). All other keys and all weights are `AutoencoderKL`'s, so an
     `AutoencoderKL` loads this model's folder too (ignoring the temporal layers).
     """
 
