@@ -107,7 +107,9 @@ def test_chunked_equals_whole(window, chunk, recency, radius, alignment, gated):
     with torch.no_grad():
         whole = video_vae.decode_video(z)
         chunked = video_vae.decode_video(z, chunk_size=chunk)
-    assert (whole - chunked).abs().max() <= 1e-5
+    # the same computation in different batch shapes: equal up to float32 rounding, which varies
+    # with the CPU's kernels (2.4e-5 seen on CI); 1e-4 is 78x below one 8-bit level (2/255)
+    assert (whole - chunked).abs().max() <= 1e-4
 
 
 def test_recency_bias_known_answer():
