@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
 
 from magicvideo.digits.data import digit_clips as real_clips
 from magicvideo.evaluation.fvd import cached_features, fvd_from_features
@@ -41,6 +40,7 @@ from magicvideo.evaluation.videos import list_videos
 from magicvideo.generation import generate_clips, job_records, pipeline_fingerprint, plan_clips
 from magicvideo.manifest import VideoRecord, write_manifest
 from magicvideo.loading import BUNDLED_MODEL
+from magicvideo.models.video_vae import load_vae
 from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
 from magicvideo.vae import decode_video
 from magicvideo.video_io import to_uint8, write_video
@@ -118,7 +118,7 @@ def main() -> None:
     write_set(out / "shuffled", np.stack([clip[rng.permutation(len(clip))] for clip in real_b["frames"]]), captions,
               fps)
     if not (out / "noise" / "captions.csv").is_file():
-        vae = AutoencoderKL.from_pretrained(BUNDLED_MODEL / "vae")
+        vae = load_vae(BUNDLED_MODEL / "vae")
         write_set(out / "noise", noise_clips(vae, n, *real_a["frames"].shape[1:3]), captions, fps)
 
     sets = {"real-b (floor)": "real-b"}

@@ -47,9 +47,8 @@ from einops import rearrange
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from diffusers import AutoencoderKL  # noqa: E402
-from magicvideo.evaluation.motion import motion_compensated_flicker  # noqa: E402
-from magicvideo.models.video_vae import VideoAutoencoderKL, decode_latents_video  # noqa: E402
+from magicvideo.motion import motion_compensated_flicker  # noqa: E402
+from magicvideo.models.video_vae import VideoAutoencoderKL, decode_latents_video, load_vae  # noqa: E402
 from magicvideo.vae import encode_video  # noqa: E402
 from magicvideo.video_io import read_video  # noqa: E402
 
@@ -284,7 +283,7 @@ def main() -> None:
         image_dir = Path(args.image_vae)
         if (image_dir / "vae" / "config.json").is_file():
             image_dir = image_dir / "vae"
-        image_vae = AutoencoderKL.from_pretrained(image_dir).eval()
+        image_vae = load_vae(image_dir).eval()  # a VideoVAE folder: used through decode(), its image decoder
     results = {"video_vae": str(args.video_vae), "image_vae": args.image_vae, "test_data": str(args.test_data), "threads": args.threads,
                "temporal_layers": list(vae.config.temporal_layers), "temporal_window": vae.config.temporal_window}
     started = time.perf_counter()

@@ -14,7 +14,7 @@ with the image decoder and prints, on the same clips (flicker, PSNR in dB agains
 - ``aligned_average_clean_W``: the same applied to the clean renderings: the error of the
   alignment itself (the renderer interpolates bilinearly, the shift is band-limited);
 - ``aligned_average_estimated_W``: the decoded frames averaged with the motion *estimated* on them
-  (`evaluation/motion.global_shifts`, as the VideoVAE's `temporal_alignment` does), and
+  (`motion.global_shifts`, as the VideoVAE's `temporal_alignment` does), and
   ``motion_error_px``: that estimate against the true motion (mean and median length of the error).
 
 With ``--generated N``: the bundled keyframe model's clips for the first N canonical evaluation jobs
@@ -42,13 +42,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from diffusers import AutoencoderKL  # noqa: E402
 from measure_video_vae import difference_flicker, generated_latents, sharpness, to_unit  # noqa: E402
 
-from magicvideo.evaluation.motion import fourier_shift, global_shifts, motion_compensated_flicker  # noqa: E402
-
 from magicvideo.digits.data import DIRECTIONS, NATIVE_FPS, SPEED, render, sample_digit_clip  # noqa: E402
-from magicvideo.models.video_vae import decode_latents_video  # noqa: E402
+from magicvideo.models.video_vae import decode_latents_video, load_vae  # noqa: E402
+from magicvideo.motion import fourier_shift, global_shifts, motion_compensated_flicker  # noqa: E402
 from magicvideo.vae import encode_video  # noqa: E402
 from magicvideo.video_io import read_video, to_uint8, write_video  # noqa: E402
 
@@ -128,7 +126,7 @@ def main() -> None:
 
     clean_u8, positions = held_out(args.clips, args.stride, args.seed)
     real = stored(clean_u8, NATIVE_FPS / args.stride, args.crf)
-    vae = AutoencoderKL.from_pretrained(args.vae).eval()
+    vae = load_vae(args.vae).eval()  # a VideoVAE folder: its image decoder (decode())
     with torch.no_grad():
         latents = torch.cat([encode_video(vae, clip) for clip in real.split(8)])
         decoded = torch.cat([decode_latents_video(vae, z, chunk_size=16, decoder="image") for z in latents.split(8)])

@@ -189,13 +189,12 @@ def test_coherence_is_one_for_a_rigidly_moving_digit_and_drops_when_it_changes()
 def test_coherence_reference_round_trip_is_the_vae_round_trip_of_the_real_clips():
     """coherence_references' VAE round trip equals coherence() of decode(encode(real clip)) with the
     real clips' own [0, 1] range mapped to [-1, 1] (it once divided them by 255: a near-black input)."""
-    from diffusers import AutoencoderKL
-
     from magicvideo.digits.evaluate import coherence, coherence_references
     from magicvideo.loading import BUNDLED_MODEL
+    from magicvideo.models.video_vae import load_vae
     from magicvideo.vae import decode_video, encode_video
 
-    vae = AutoencoderKL.from_pretrained(BUNDLED_MODEL / "vae")
+    vae = load_vae(BUNDLED_MODEL / "vae")
     jobs = evaluation_jobs(prompts=["the digit 3 moves down", "the digit 7 moves to the right"], fps_values=(8,))
     reference = coherence_references(jobs, vae)["vae_round_trip_image"]
     video = torch.as_tensor(real_clip_generator()([j["prompt"] for j in jobs], 8.0, 0)).permute(0, 4, 1, 2, 3) * 2 - 1

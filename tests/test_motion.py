@@ -1,11 +1,11 @@
-"""Global motion between frames (evaluation/motion.py): known-answer shifts and the warp loss."""
+"""Global motion between frames (motion.py): known-answer shifts and the warp loss."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from magicvideo.evaluation.motion import fourier_shift, global_shifts, motion_compensated_flicker, warped_difference
+from magicvideo.motion import fourier_shift, global_shifts, motion_compensated_flicker, warped_difference
 
 
 def moving_blob(shifts: torch.Tensor) -> torch.Tensor:

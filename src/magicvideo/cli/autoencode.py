@@ -57,14 +57,10 @@ def vae_folder(model: str | None) -> Path:
 
 
 def load_vae(folder: Path):
-    from diffusers import AutoencoderKL
+    from ..models.video_vae import load_vae as load
 
-    from ..models.video_vae import VideoAutoencoderKL
-
-    kind = json.loads((folder / "config.json").read_text()).get("_class_name")
-    cls = VideoAutoencoderKL if kind == "VideoAutoencoderKL" else AutoencoderKL
     try:
-        return cls.from_pretrained(folder).eval()
+        return load(folder).eval()
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
         raise UserError(f"--model: cannot load the VAE in {folder}: {err}") from None
 

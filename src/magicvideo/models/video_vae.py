@@ -39,6 +39,7 @@ API:
 - `decode()` of 4-D latents is `AutoencoderKL.decode`: image decoding, frame by frame.
 - `decode_latents_video(vae, scaled_latents, chunk_size, decoder)`: scaled latents (as the
   diffusion model produces them) -> video, for any `AutoencoderKL`; the pipeline's hook.
+- `load_vae(folder)`: an `AutoencoderKL` or `VideoAutoencoderKL` folder, as its config names it.
 """
 
 from __future__ import annotations
@@ -347,10 +348,10 @@ class VideoAutoencoderKL(AutoencoderKL):
     def motion(self, z: torch.Tensor, num_frames: int, caches: dict) -> torch.Tensor:
         """Content positions (B, F, 2) = (dy / H, dx / W), in fractions of the frame, of the latent
         frames z (B * F, C, h, w): the global motion between consecutive frames of the image decoder's
-        decoding (evaluation/motion.global_shifts, searched within +-temporal_alignment pixels), summed
+        decoding (motion.global_shifts, searched within +-temporal_alignment pixels), summed
         from the clip's first frame. Causal: frame f's position depends on frames <= f only;
         `caches["motion"]` carries the last frame and its position from chunk to chunk."""
-        from ..evaluation.motion import global_shifts
+        from ..motion import global_shifts
 
         frames = rearrange(self._decode(z).sample.clamp(-1, 1).mean(1), "(b f) h w -> b f h w", f=num_frames) * 0.5 + 0.5
         state = caches.setdefault("motion", {})
@@ -424,6 +425,13 @@ def decode_latents_video(vae: AutoencoderKL, latents: torch.Tensor, chunk_size: 
     scale, shift = scaling(vae)
     latents = latents.to(vae.device, vae.dtype) / scale + shift
     return vae.decode_video(latents, chunk_size, temporal=decoder == "video")
+
+
+def load_vae(folder) -> AutoencoderKL:
+    """A VAE folder loaded as the class its config names: `VideoAutoencoderKL` (whose `encode` and
+    `decode` are the image VAE's) or diffusers' `AutoencoderKL`."""
+    video = AutoencoderKL.load_config(folder).get("_class_name") == VideoAutoencoderKL.__name__
+    return (VideoAutoencoderKL if video else AutoencoderKL).from_pretrained(folder)
 
 
 def is_video_vae(vae) -> bool:

@@ -12,6 +12,7 @@ from transformers import AutoModel, AutoTokenizer
 from ..loading import load_pipeline
 from ..text import packaged_text_encoder_path
 from ..models.unet_3d import MagicVideoUNet3D
+from ..models.video_vae import load_vae
 from .config import Config
 
 
@@ -64,7 +65,7 @@ def load_components(config: Config, with_unet: bool = True) -> Components:
         unet.set_temporal_attention(model.temporal_attention, model.temporal_attention_scope,
                                     model.spatial_position_encoding)
     if model.vae:
-        vae = AutoencoderKL.from_pretrained(_check_folder(model.vae, "model.vae"))
+        vae = load_vae(_check_folder(model.vae, "model.vae"))  # a VideoVAE folder: its encoder
     if model.text_encoder:
         path = _check_folder(text_encoder_path(model.text_encoder), "model.text_encoder")
         tokenizer, text_encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)

@@ -21,7 +21,7 @@ real clip:
            + warp_weight * mean |D(z)[f+1] - shift(D(z)[f], m_f)|
 
 with rec the mean L1 (or squared) error per pixel value and m_f the real clip's global motion from
-frame f to f+1 (a sub-pixel shift, `evaluation/motion.py`): a temporal-consistency loss in the manner
+frame f to f+1 (a sub-pixel shift, `motion.py`): a temporal-consistency loss in the manner
 of Lai et al. (2018), "Learning Blind Video Temporal Consistency", with a rigid global motion in
 place of optical flow (right for Moving MNIST, where every clip is one rigidly moving digit). Unlike
 the difference term it asks for *a* consistent digit, not for the real clip's shape. With
@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers import DDPMScheduler
 
-from ..evaluation.motion import global_shifts, warped_difference
-from ..models.video_vae import VideoAutoencoderKL
+from ..motion import global_shifts, warped_difference
+from ..models.video_vae import VideoAutoencoderKL, load_vae
 from ..video_io import contact_sheet, write_video
 from .config import Config
 from .trainer import sample_generator, video_dataset
@@ -67,10 +67,10 @@ def build_video_vae(config: Config) -> VideoAutoencoderKL:
                     temporal_recency_bias=settings.temporal_recency_bias,
                     temporal_radius=settings.temporal_radius,
                     temporal_alignment=settings.temporal_alignment, temporal_gated=settings.temporal_gated)
-    config_json = VideoAutoencoderKL.load_config(path)
-    if config_json.get("_class_name") == VideoAutoencoderKL.__name__:
-        return VideoAutoencoderKL.from_pretrained(path)  # continue: its own temporal layers and settings
-    return VideoAutoencoderKL.from_image_vae(AutoencoderKL.from_pretrained(path), **temporal)
+    vae = load_vae(path)
+    if isinstance(vae, VideoAutoencoderKL):
+        return vae  # continue: its own temporal layers and settings
+    return VideoAutoencoderKL.from_image_vae(vae, **temporal)
 
 
 def freeze(model: VideoAutoencoderKL, train_decoder: bool) -> None:

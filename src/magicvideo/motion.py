@@ -2,7 +2,8 @@
 
 Moving digits translate rigidly at sub-pixel speeds, so the motion between two frames is one shift
 (dy, dx): the best integer shift within +-radius, refined to 1/16 px by Fourier (band-limited,
-periodic) shifts. Used to measure flicker that does not punish real motion (scripts/
+periodic) shifts. Used by the aligned VideoVAE to move earlier frames onto the current one
+(models/video_vae.py), to measure flicker that does not punish real motion (scripts/
 measure_video_vae.py) and, in the VideoVAE's training, as the warp of a temporal-consistency loss.
 """
 
