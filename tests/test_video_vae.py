@@ -13,7 +13,9 @@ from einops import rearrange
 from magicvideo.errors import InvalidArgumentError
 from magicvideo.models.video_vae import VideoAutoencoderKL, decode_latents_video
 
-BUNDLED_VAE = Path(__file__).resolve().parents[1] / "src" / "magicvideo" / "weights" / "digits" / "vae"
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "magicvideo" / "weights"
+BUNDLED_VAE = WEIGHTS / "digits" / "vae"  # the shipped VideoVAE
+IMAGE_VAE = WEIGHTS / "digits-interpolation" / "vae"  # the image VAE it was trained from
 
 # Our digits VAE's layout (4 levels, 1 layer per block) at tiny widths.
 SMALL_OURS = dict(block_out_channels=[8, 16, 16, 16], down_block_types=["DownEncoderBlock2D"] * 4,
@@ -63,7 +65,7 @@ def test_fresh_video_vae_decodes_like_the_image_vae(layout, recency, radius, ali
 
 
 def test_bundled_vae_converts_exactly():
-    vae = AutoencoderKL.from_pretrained(BUNDLED_VAE).eval()
+    vae = AutoencoderKL.from_pretrained(IMAGE_VAE).eval()
     video_vae = VideoAutoencoderKL.from_image_vae(vae).eval()
     z = latents_for(vae, frames=5, batch=1, size=8)
     with torch.no_grad():
@@ -367,8 +369,8 @@ def test_autoencode_cli(tmp_path, capsys):
         clip[f, 20:40, 10 + 3 * f:26 + 3 * f] = 1.0
     write_video(tmp_path / "in.mp4", clip, 8)
     vae_dir = tmp_path / "model" / "vae"
-    VideoAutoencoderKL.from_image_vae(AutoencoderKL.from_pretrained(BUNDLED_VAE)).save_pretrained(vae_dir)
-    for decoder, model in (("image", None), ("video", str(vae_dir)), ("image", str(vae_dir.parent))):
+    VideoAutoencoderKL.from_image_vae(AutoencoderKL.from_pretrained(IMAGE_VAE)).save_pretrained(vae_dir)
+    for decoder, model in (("image", None), ("video", None), ("video", str(vae_dir)), ("image", str(vae_dir.parent))):
         out = tmp_path / f"out-{decoder}.mp4"
         args = ["autoencode", str(tmp_path / "in.mp4"), "--out", str(out), "--decoder", decoder]
         assert main(args + (["--model", model] if model else [])) == 0
@@ -379,7 +381,7 @@ def test_autoencode_cli(tmp_path, capsys):
     for args, message in (
         ([str(tmp_path / "bad.mp4")], "cannot read a video"),
         ([str(tmp_path / "missing.mp4")], "no such file"),
-        ([str(tmp_path / "in.mp4"), "--decoder", "video"], "image VAE"),
+        ([str(tmp_path / "in.mp4"), "--decoder", "video", "--model", str(IMAGE_VAE)], "image VAE"),
         ([str(tmp_path / "in.mp4"), "--model", str(tmp_path)], "holds no VAE"),
         ([str(tmp_path / "in.mp4"), "--model", str(BUNDLED_VAE.parent / "unet")], "not a VAE"),
     ):
