@@ -44,6 +44,8 @@ API:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
@@ -183,7 +185,9 @@ class WindowedTemporalAttention(nn.Module):
                 frames, positions = torch.cat([cache["frames"], frames], 1), torch.cat([cache["positions"], positions], 1)
             start = max(0, frames.shape[1] - (self.window - 1))  # the last window - 1 frames
             cache["frames"], cache["positions"] = frames[:, start:], positions[:, start:]
-        keys, values, valid = [], [], []
+        scores, values, valid = [], [], []
+        split = lambda t: rearrange(t, "b f h w (heads d) -> b f h w heads d", heads=self.num_heads)  # noqa: E731
+        query = split(q) * (q.shape[-1] // self.num_heads) ** -0.5  # scaled as in SDPA
         query_index = torch.arange(num_frames, device=x.device) + past
         for distance in range(min(self.window, past + num_frames)):  # key frame p - distance
             index = (query_index - distance).clamp(min=0)
@@ -191,15 +195,17 @@ class WindowedTemporalAttention(nn.Module):
             if distance:  # moved before the (per-position, linear) key and value projections: the same
                 moved = move(moved, positions[:, query_index] - positions[:, index])
             moved_normed, moved_features = moved.chunk(2, -1) if self.gated else (moved, None)
-            keys.append(self.to_k(moved_normed))
-            values.append(moved_features if self.gated else self.to_v(moved))
+            scores.append((query * split(self.to_k(moved_normed))).sum(-1))  # (B, F, H, W, heads)
+            values.append(split(moved_features if self.gated else self.to_v(moved)))
             valid.append(query_index - distance >= 0)
-        bias = self.attention_bias(1, len(keys) - 1, x.device, q.dtype)[:, 0].flip(-1)  # (heads, distances)
+        # attention over the few distances, per position and head: a softmax over the last axis
+        bias = self.attention_bias(1, len(scores) - 1, x.device, q.dtype)[:, 0].flip(-1)  # (heads, distances)
         bias = bias[None].masked_fill(~torch.stack(valid, -1)[:, None], float("-inf"))  # (F, heads, distances)
-        heads = lambda t: rearrange(t, "b f h w n (heads d) -> b h w f heads n d", heads=self.num_heads)  # noqa: E731
-        out = F.scaled_dot_product_attention(heads(q[..., None, :]), heads(torch.stack(keys, -2)),
-                                             heads(torch.stack(values, -2)), attn_mask=bias[:, :, None])
-        out = rearrange(out, "b h w f heads 1 d -> b f h w (heads d)")
+        weights = (torch.stack(scores, -1) + bias[:, None, None]).softmax(-1)  # (B, F, H, W, heads, distances)
+        out = values[0] * weights[..., 0, None]
+        for i, value in enumerate(values[1:], 1):
+            out.addcmul_(value, weights[..., i, None])
+        out = rearrange(out, "b f h w heads d -> b f h w (heads d)")
         if self.gated:  # out is the mix
             out = self.to_out(torch.cat([normed, out - tokens], -1)) * (out - tokens)
         else:
@@ -228,8 +234,12 @@ def move(features: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     starts = (pad - 2 - whole).long().tolist()  # the first tap of out[0] along y and x, per frame
     crops = torch.stack([m[:, y:y + h + 3, x:x + w + 3] for m, (y, x) in zip(maps, starts)])  # (B*F, C, H+3, W+3)
     wy, wx = (cubic_weights(shift[:, i] - whole[:, i]).to(features.dtype)[:, :, None, None, None] for i in (0, 1))
-    rows = sum(wy[:, k] * crops[:, :, k:k + h] for k in range(4))
-    moved = sum(wx[:, k] * rows[..., k:k + w] for k in range(4))
+    rows = crops[:, :, :h] * wy[:, 0]
+    for k in range(1, 4):
+        rows.addcmul_(crops[:, :, k:k + h], wy[:, k])
+    moved = rows[..., :w] * wx[:, 0]
+    for k in range(1, 4):
+        moved.addcmul_(rows[..., k:k + w], wx[:, k])
     return rearrange(moved, "(b f) c h w -> b f h w c", b=b)
 
 
@@ -345,15 +355,15 @@ class VideoAutoencoderKL(AutoencoderKL):
         return self.temporal_attentions[name](sample, num_frames, cache, positions)
 
     @torch.no_grad()
-    def motion(self, z: torch.Tensor, num_frames: int, caches: dict) -> torch.Tensor:
-        """Content positions (B, F, 2) = (dy / H, dx / W), in fractions of the frame, of the latent
-        frames z (B * F, C, h, w): the global motion between consecutive frames of the image decoder's
-        decoding (motion.global_shifts, searched within +-temporal_alignment pixels), summed
-        from the clip's first frame. Causal: frame f's position depends on frames <= f only;
-        `caches["motion"]` carries the last frame and its position from chunk to chunk."""
+    def motion(self, frames: torch.Tensor, num_frames: int, caches: dict) -> torch.Tensor:
+        """Content positions (B, F, 2) = (dy / H, dx / W), in fractions of the frame, of the image
+        decoder's frames (B * F, 3, H, W): the global motion between consecutive frames
+        (motion.global_shifts, searched within +-temporal_alignment pixels), summed from the clip's
+        first frame. Causal: frame f's position depends on frames <= f only; `caches["motion"]`
+        carries the last frame and its position from chunk to chunk."""
         from ..motion import global_shifts
 
-        frames = rearrange(self._decode(z).sample.clamp(-1, 1).mean(1), "(b f) h w -> b f h w", f=num_frames) * 0.5 + 0.5
+        frames = rearrange(frames.clamp(-1, 1).mean(1), "(b f) h w -> b f h w", f=num_frames) * 0.5 + 0.5
         state = caches.setdefault("motion", {})
         if "frame" in state:
             frames = torch.cat([state["frame"], frames], 1)
@@ -363,25 +373,44 @@ class VideoAutoencoderKL(AutoencoderKL):
         steps = global_shifts(frames.float(), self.config.temporal_alignment)[1] if frames.shape[1] > 1 else start[:, :0]
         positions = torch.cat([start, start + steps.cumsum(1)], 1)[:, -num_frames:]
         state["frame"], state["position"] = frames[:, -1:], positions[:, -1:]
-        return (positions / positions.new_tensor(frames.shape[-2:])).to(z.dtype)
+        return (positions / positions.new_tensor(frames.shape[-2:])).to(frames.dtype)
+
+    def _stages(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        """The decoder as its named stages, each of which a temporal layer may follow: in (post_quant_conv
+        and conv_in), mid, up0, up1, ...; then `_head`. Run in order, they are `AutoencoderKL._decode`."""
+        decoder = self.decoder
+
+        def first(z):
+            return decoder.conv_in(z if self.post_quant_conv is None else self.post_quant_conv(z))
+
+        return [("in", first), ("mid", lambda x: decoder.mid_block(x, None))] + [
+            (f"up{i}", lambda x, block=block: block(x, None)) for i, block in enumerate(decoder.up_blocks)]
+
+    def _head(self, sample: torch.Tensor) -> torch.Tensor:
+        decoder = self.decoder
+        return decoder.conv_out(decoder.conv_act(decoder.conv_norm_out(sample)))
 
     def _decode_frames(self, z: torch.Tensor, num_frames: int, caches: dict | None) -> torch.Tensor:
-        """Latent frames (B * F, C, h, w), frame-major per clip -> pixels, temporal layers applied."""
+        """Latent frames (B * F, C, h, w), frame-major per clip -> pixels, temporal layers applied.
+        The stages up to the first temporal layer are the image decoder's: with alignment, the image
+        decoding that gives the motion continues from them instead of starting again."""
+        stages = self._stages()
+        names = [name for name, _ in stages]
+        shared = min((names.index(name) + 1 for name in self.temporal_attentions), default=len(stages))
+        sample = z
+        for _, stage in stages[:shared]:
+            sample = stage(sample)
         positions = None
         if caches is not None and self.config.temporal_alignment:
-            positions = self.motion(z, num_frames, caches)
-        if self.post_quant_conv is not None:
-            z = self.post_quant_conv(z)
-        decoder = self.decoder
-        sample = decoder.conv_in(z)
-        sample = self._temporal("in", sample, num_frames, caches, positions)
-        sample = decoder.mid_block(sample, None)
-        sample = self._temporal("mid", sample, num_frames, caches, positions)
-        for i, up_block in enumerate(decoder.up_blocks):
-            sample = up_block(sample, None)
-            sample = self._temporal(f"up{i}", sample, num_frames, caches, positions)
-        sample = decoder.conv_act(decoder.conv_norm_out(sample))
-        return decoder.conv_out(sample)
+            with torch.no_grad():  # the motion is not learnt: no graph for the image decoding
+                image = sample
+                for _, stage in stages[shared:]:
+                    image = stage(image)
+                positions = self.motion(self._head(image), num_frames, caches)
+        sample = self._temporal(names[shared - 1], sample, num_frames, caches, positions)
+        for name, stage in stages[shared:]:
+            sample = self._temporal(name, stage(sample), num_frames, caches, positions)
+        return self._head(sample)
 
     def decode_video(self, latents: torch.Tensor, chunk_size: int | None = None, temporal: bool = True) -> torch.Tensor:
         """Unscaled latents (B, C, F, h, w) -> frames (B, 3, F, H, W) (not clamped).
