@@ -71,3 +71,15 @@ def test_cpu_memory_benchmark_runs_the_whole_pipeline_per_setting():
     assert [r["chunk"] for r in rows] == [4, 1]
     for r in rows:
         assert r["weights_mib"] > 0 and r["peak_mib"] >= r["weights_mib"] and r["seconds"] > 0
+
+
+def test_video_vae_decode_benchmark_compares_with_the_image_decoder():
+    script = SCRIPT.parent / "video_vae_decode.py"
+    result = subprocess.run([sys.executable, str(script), "--threads", "1", "--frames", "5", "--chunk", "2",
+                             "--repeats", "1"], capture_output=True, text=True, timeout=600,
+                            cwd=SCRIPT.parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.endswith("x")]
+    assert [r[:2] for r in rows] == [["5", "frames,"], ["16", "frames,"]]
+    # the aligned VideoVAE runs the image decoder for its motion, and more
+    assert all(float(r[-3]) > float(r[-2]) > 0 and float(r[-1][:-1]) > 1 for r in rows)
