@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 PROMPT = "the digit 7 moves to the right"
-# ... and exits as the `magicvideo` executable does, with the garbage collector frozen (magicvideo.cli.run)
-IMPORTS = ("import gc, magicvideo.pipelines.cascade, magicvideo.pipelines.keyframes, magicvideo.loading, "
-           "magicvideo.generation, magicvideo.video_io, magicvideo.cli.generate; gc.freeze()")
+# ... as the command does them, with the garbage collector paused (magicvideo.cli.loading_without_gc),
+# and exits as the `magicvideo` executable does, with the garbage collector frozen (magicvideo.cli.run)
+IMPORTS = ("import gc; gc.disable(); import magicvideo.pipelines.cascade, magicvideo.pipelines.keyframes, "
+           "magicvideo.loading, magicvideo.generation, magicvideo.video_io, magicvideo.cli.generate; gc.freeze()")
 STAGES = {"keyframes only": ["--keyframes-only"], "cascade": [], "cascade + upscale x4": ["--upscale", "4"]}
 
 

@@ -28,3 +28,34 @@ def test_eval_digits_is_digits_eval():
     assert top.pop("command") == "eval-digits" and nested.pop("command") == "digits"
     assert nested.pop("digits_command") == "eval"
     assert top == nested
+
+
+def test_loading_without_gc_pauses_the_collector_and_freezes_what_was_loaded():
+    import gc
+
+    import pytest
+
+    from magicvideo.cli import loading_without_gc
+
+    class Loaded:  # objects in a reference cycle, as module and class objects are
+        def __init__(self):
+            self.me = self
+
+    frozen_before, was_enabled = gc.get_freeze_count(), gc.isenabled()
+    try:
+        gc.enable()
+        with loading_without_gc():
+            assert not gc.isenabled()
+            loaded = [Loaded() for _ in range(1000)]
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen_before + len(loaded)  # no longer scanned by collections
+        with pytest.raises(RuntimeError), loading_without_gc():
+            raise RuntimeError("a failed import")
+        assert gc.isenabled()
+        gc.disable()  # a caller that had paused the collector keeps it paused
+        with loading_without_gc():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.unfreeze()
+        (gc.enable if was_enabled else gc.disable)()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import UserError
+from . import UserError, loading_without_gc
 
 DTYPES = ("fp32", "fp16", "bf16")
 
@@ -143,7 +143,8 @@ def read_prompts_file(path: str, option: str = "--prompts-file") -> list[str]:
 
 
 def run(args) -> int:
-    from ..generation import ClipJob, generate_clips, plan_clips
+    with loading_without_gc():
+        from ..generation import ClipJob, generate_clips, plan_clips
 
     if args.prompts_file:
         if args.prompt:
@@ -156,7 +157,8 @@ def run(args) -> int:
     else:
         raise UserError("give a PROMPT (or --prompts-file); see --help")
 
-    pipe = cascade_from_args(args)
+    with loading_without_gc():
+        pipe = cascade_from_args(args)
     settings = {**pipeline_settings(args), **stage_settings(args, pipe)}
     warning = pipe.fps_warning(args.fps, interpolate=settings.get("interpolate", False))
     if warning:
