@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv  # prompts files
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -96,8 +95,8 @@ def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing:
     pipeline or a `MagicVideoCascadePipeline` (whose clips are written at its output frame rate).
     `pipe_kwargs` go to
     the pipeline call (negative_prompt, num_frames, height, width, num_inference_steps,
-    guidance_scale); its ValueErrors (bad settings) propagate. A file is written under a temporary
-    name and renamed when complete, so an interrupted run never leaves a truncated clip behind."""
+    guidance_scale); its ValueErrors (bad settings) propagate. Files are written by `write_video`,
+    atomically: an interrupted run never leaves a truncated clip behind."""
     for job in jobs:
         if not 0 <= job.seed < 2**63:
             raise InvalidArgumentError("seed", f"must be between 0 and 2**63 - 1, got {job.seed}")
@@ -111,12 +110,7 @@ def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing:
         else:
             generator = torch.Generator(device="cpu").manual_seed(job.seed)
             frames, out_fps = pipe(job.prompt, fps=fps, generator=generator, **pipe_kwargs).frames[0], fps
-        partial = job.path.with_name(f"{job.path.stem}.partial{job.path.suffix}")
-        try:
-            write_video(partial, frames, fps=out_fps)
-            os.replace(partial, job.path)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_video(job.path, frames, fps=out_fps)
         yield job, frames
 
 
