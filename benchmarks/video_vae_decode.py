@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from magicvideo.models.video_vae import is_video_vae, load_vae
+from magicvideo.vae import is_video_vae, load_vae
 
 
 def best_time(fn, repeats: int) -> float:

@@ -40,9 +40,8 @@ from magicvideo.evaluation.videos import list_videos
 from magicvideo.generation import generate_clips, job_records, pipeline_fingerprint, plan_clips
 from magicvideo.manifest import VideoRecord, write_manifest
 from magicvideo.loading import BUNDLED_MODEL
-from magicvideo.models.video_vae import load_vae
 from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
-from magicvideo.vae import decode_video
+from magicvideo.vae import decode_video, load_vae
 from magicvideo.video_io import to_uint8, write_video
 
 NATIVE_FPS = 24  # the digits videos' rate: a set at fps f takes every (24 / f)-th frame

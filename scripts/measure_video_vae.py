@@ -48,8 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from magicvideo.motion import motion_compensated_flicker  # noqa: E402
-from magicvideo.models.video_vae import VideoAutoencoderKL, decode_latents_video, load_vae  # noqa: E402
-from magicvideo.vae import encode_video  # noqa: E402
+from magicvideo.models.video_vae import VideoAutoencoderKL  # noqa: E402
+from magicvideo.vae import decode_latents_video, encode_video, load_vae  # noqa: E402
 from magicvideo.video_io import read_video  # noqa: E402
 
 

@@ -45,9 +45,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 from measure_video_vae import difference_flicker, generated_latents, sharpness, to_unit  # noqa: E402
 
 from magicvideo.digits.data import DIRECTIONS, NATIVE_FPS, SPEED, render, sample_digit_clip  # noqa: E402
-from magicvideo.models.video_vae import decode_latents_video, load_vae  # noqa: E402
 from magicvideo.motion import fourier_shift, global_shifts, motion_compensated_flicker  # noqa: E402
-from magicvideo.vae import encode_video  # noqa: E402
+from magicvideo.vae import decode_latents_video, encode_video, load_vae  # noqa: E402
 from magicvideo.video_io import read_video, to_uint8, write_video  # noqa: E402
 
 FRAMES = 16

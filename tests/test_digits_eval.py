@@ -211,8 +211,7 @@ def test_coherence_reference_round_trip_is_the_vae_round_trip_of_the_real_clips(
     real clips' own [0, 1] range mapped to [-1, 1] (it once divided them by 255: a near-black input)."""
     from magicvideo.digits.evaluate import coherence, coherence_references
     from magicvideo.loading import BUNDLED_MODEL
-    from magicvideo.models.video_vae import load_vae
-    from magicvideo.vae import decode_video, encode_video
+    from magicvideo.vae import decode_video, encode_video, load_vae
 
     vae = load_vae(BUNDLED_MODEL / "vae")
     jobs = evaluation_jobs(prompts=["the digit 3 moves down", "the digit 7 moves to the right"], fps_values=(8,))

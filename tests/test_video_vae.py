@@ -1,4 +1,4 @@
-"""The VideoVAE (models/video_vae.py), its training task and `magicvideo autoencode`."""
+"""The VideoVAE (models/video_vae.py), its decoding of scaled latents (vae.py), its training task and `magicvideo autoencode`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from diffusers import AutoencoderKL
 from einops import rearrange
 
 from magicvideo.errors import InvalidArgumentError
-from magicvideo.models.video_vae import VideoAutoencoderKL, decode_latents_video
+from magicvideo.models.video_vae import VideoAutoencoderKL
+from magicvideo.vae import decode_latents_video
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "magicvideo" / "weights"
 BUNDLED_VAE = WEIGHTS / "digits" / "vae"  # the shipped VideoVAE
@@ -42,14 +43,10 @@ def latents_for(vae, frames: int = 6, batch: int = 2, size: int = 4, seed: int =
     return torch.randn(batch, vae.config.latent_channels, frames, size, size, generator=g)
 
 
-@pytest.mark.parametrize("recency,radius,alignment,gated", [(False, 0, 0, False), (True, 1, 0, False),
-                                                            (True, 0, 2, False), (True, 0, 2, True)],
-                         ids=["plain", "recency-radius", "aligned", "gated"])
 @pytest.mark.parametrize("layout", [SMALL_OURS, SMALL_SD], ids=["ours", "sd"])
-def test_fresh_video_vae_decodes_like_the_image_vae(layout, recency, radius, alignment, gated):
+def test_fresh_video_vae_decodes_like_the_image_vae(layout):
     vae = image_vae(layout)
-    video_vae = VideoAutoencoderKL.from_image_vae(vae, temporal_recency_bias=recency, temporal_radius=radius,
-                                                  temporal_alignment=alignment, temporal_gated=gated).eval()
+    video_vae = VideoAutoencoderKL.from_image_vae(vae, temporal_alignment=2).eval()
     z = latents_for(vae)
     with torch.no_grad():
         expected = image_decode(vae, z)
@@ -78,12 +75,9 @@ def trained_like(layout=SMALL_OURS, seed: int = 3, **temporal) -> VideoAutoencod
     return randomize_(video_vae, seed=seed, std=0.1).eval()
 
 
-@pytest.mark.parametrize("stages,recency,radius,alignment,gated", [
-    (["mid", "up0"], False, 0, 0, False), (["in", "up1", "up3"], False, 0, 0, False), (["mid", "up0"], True, 1, 0, False),
-    (["mid", "up1", "up3"], True, 0, 2, False), (["mid", "up1", "up3"], True, 0, 2, True)])
-def test_causal_every_parameter_randomised(stages, recency, radius, alignment, gated):
-    video_vae = trained_like(temporal_layers=stages, temporal_window=16, temporal_recency_bias=recency,
-                             temporal_radius=radius, temporal_alignment=alignment, temporal_gated=gated)
+@pytest.mark.parametrize("stages", [["mid", "up0"], ["in", "up1", "up3"], ["mid", "up1", "up3"]])
+def test_causal_every_parameter_randomised(stages):
+    video_vae = trained_like(temporal_layers=stages, temporal_window=16, temporal_alignment=2)
     z = latents_for(video_vae, frames=7)
     with torch.no_grad():
         before = video_vae.decode_video(z)
@@ -98,13 +92,9 @@ def test_causal_every_parameter_randomised(stages, recency, radius, alignment, g
         assert (before - video_vae.decode_video(z, temporal=False)).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("window,chunk,recency,radius,alignment,gated", [
-    (3, 1, False, 0, 0, False), (3, 4, False, 0, 0, False), (16, 5, False, 0, 0, False), (2, 3, False, 0, 0, False),
-    (16, 5, True, 1, 0, False), (3, 2, False, 2, 0, False), (3, 1, True, 0, 2, False), (16, 4, False, 0, 2, False),
-    (3, 2, True, 0, 2, True)])
-def test_chunked_equals_whole(window, chunk, recency, radius, alignment, gated):
-    video_vae = trained_like(temporal_layers=["mid", "up1", "up3"], temporal_window=window, temporal_recency_bias=recency,
-                             temporal_radius=radius, temporal_alignment=alignment, temporal_gated=gated)
+@pytest.mark.parametrize("window,chunk", [(3, 1), (3, 4), (16, 5), (2, 3), (3, 2)])
+def test_chunked_equals_whole(window, chunk):
+    video_vae = trained_like(temporal_layers=["mid", "up1", "up3"], temporal_window=window, temporal_alignment=2)
     z = latents_for(video_vae, frames=11)
     with torch.no_grad():
         whole = video_vae.decode_video(z)
@@ -115,36 +105,17 @@ def test_chunked_equals_whole(window, chunk, recency, radius, alignment, gated):
 
 
 def test_recency_bias_known_answer():
-    """With the recency term, a fresh layer's attention bias is -slope_h * (p - q) inside the causal
-    window (slopes 2, 1, 1/2, 1/4 for 4 heads) and -inf outside; a chunk's queries see the cached past."""
+    """A fresh layer's attention bias is the recency term -slope_h * (p - q) inside the causal window
+    (slopes 2, 1, 1/2, 1/4 for 4 heads) and -inf outside; a chunk's queries see the cached past."""
     from magicvideo.models.video_vae import WindowedTemporalAttention
 
-    layer = WindowedTemporalAttention(8, num_heads=4, window=3, recency_bias=True)
+    layer = WindowedTemporalAttention(8, num_heads=4, window=3)
     bias = layer.attention_bias(queries=2, past=2, device="cpu", dtype=torch.float32)  # query frames 2, 3; keys 0..3
     slopes = torch.tensor([2.0, 1.0, 0.5, 0.25])
     distance = torch.tensor([[2.0, 1.0, 0.0, -1.0], [3.0, 2.0, 1.0, 0.0]])
     allowed = (distance >= 0) & (distance < 3)
     expected = (-slopes[:, None, None] * distance).masked_fill(~allowed, float("-inf"))
     assert torch.allclose(bias, expected)
-    assert WindowedTemporalAttention(8, num_heads=4, window=3).recency_slope is None
-
-
-@pytest.mark.parametrize("radius", [0, 1, 2])
-def test_radius_bounds_where_earlier_frames_reach(radius):
-    """One layer, every parameter randomised: a change at (y, x) of frame 0 moves the later frames'
-    output exactly within the (2r + 1)^2 neighbourhood of (y, x), and nothing of the other clip."""
-    from magicvideo.models.video_vae import WindowedTemporalAttention
-
-    layer = randomize_(WindowedTemporalAttention(8, num_heads=2, window=4, radius=radius), seed=5, std=0.3).eval()
-    x = torch.randn(2 * 3, 8, 7, 7, generator=torch.Generator().manual_seed(0))  # 2 clips x 3 frames
-    changed = x.clone()
-    changed[0, :, 3, 3] += torch.randn(8, generator=torch.Generator().manual_seed(1))  # clip 0, frame 0, (3, 3)
-    with torch.no_grad():
-        moved = (layer(changed, 3) - layer(x, 3)).abs().amax(dim=1) > 1e-6  # (6, 7, 7)
-    expected = torch.zeros(7, 7, dtype=torch.bool)
-    expected[3 - radius:4 + radius, 3 - radius:4 + radius] = True
-    assert torch.equal(moved[1], expected) and torch.equal(moved[2], expected)  # later frames of clip 0
-    assert not moved[3:].any()  # the other clip
 
 
 def test_move_is_bicubic_with_repeated_edges():
@@ -170,15 +141,13 @@ def test_move_is_bicubic_with_repeated_edges():
     assert torch.equal(moved[:, :, 2:, :-1], x[:, :, :-2, 1:])
 
 
-@pytest.mark.parametrize("gated", [False, True], ids=["attention", "gated"])
-def test_aligned_attention_sees_a_moving_clip_as_a_still_one(gated):
+def test_aligned_attention_sees_a_moving_clip_as_a_still_one():
     """One aligned layer, every parameter randomised: a clip whose content moves by whole pixels, with
     its positions, gives (away from the edges) the same output as the still clip of its last frame: the
     earlier frames are moved onto the current one before they are attended to."""
     from magicvideo.models.video_vae import WindowedTemporalAttention
 
-    layer = randomize_(WindowedTemporalAttention(8, num_heads=2, window=3, recency_bias=True, gated=gated),
-                       seed=5, std=0.3).eval()
+    layer = randomize_(WindowedTemporalAttention(8, num_heads=2, window=3), seed=5, std=0.3).eval()
     g = torch.Generator().manual_seed(0)
     canvas = torch.randn(1, 8, 20, 20, generator=g)
     steps = [(0, 0), (1, 2), (2, 3)]  # content position (dy, dx) in frames 0, 1, 2
@@ -188,21 +157,22 @@ def test_aligned_attention_sees_a_moving_clip_as_a_still_one(gated):
     with torch.no_grad():
         a = layer(moving, 3, positions=positions)[2]
         b = layer(still, 3, positions=torch.zeros_like(positions))[2]
-        unaligned = layer(moving, 3)[2]
+        unaligned = layer(moving, 3, positions=torch.zeros_like(positions))[2]
     inner = (slice(None), slice(4, -1), slice(4, -1))  # the pixels whose earlier positions are inside the frame
     assert (a[inner] - b[inner]).abs().max() <= 1e-5
     assert (unaligned[inner] - b[inner]).abs().max() > 1e-2  # without the positions it does not hold
 
 
 def test_gated_layer_open_and_uniform_is_the_aligned_running_mean():
-    """Known answer: gate 1 everywhere (gate weights 0, bias 1) and uniform attention (q, k and the
-    position bias 0): frame p's output is the mean of frames p - window + 1 .. p, each moved onto p
+    """Known answer: gate 1 everywhere (gate weights 0, bias 1) and uniform attention (q, k, the
+    position bias and the recency slopes 0): frame p's output is the mean of frames p - window + 1 .. p, each moved onto p
     (here by whole pixels, compared away from the edges)."""
     from magicvideo.models.video_vae import WindowedTemporalAttention
 
-    layer = WindowedTemporalAttention(4, num_heads=2, window=3, gated=True).eval()
+    layer = WindowedTemporalAttention(4, num_heads=2, window=3).eval()
     for linear in (layer.to_q, layer.to_k):
         torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(layer.recency_slope)
     torch.nn.init.ones_(layer.to_out.bias)
     g = torch.Generator().manual_seed(1)
     canvas = torch.randn(5, 4, 20, 20, generator=g)  # content differs from frame to frame
@@ -219,7 +189,7 @@ def test_gated_layer_open_and_uniform_is_the_aligned_running_mean():
 
 def test_window_bounds_the_past():
     """A frame depends on at most layers * (window - 1) earlier frames."""
-    video_vae = trained_like(temporal_window=2)  # 2 layers: frames t-2 .. t
+    video_vae = trained_like(temporal_window=2, temporal_alignment=2)  # 2 layers: frames t-2 .. t
     z = latents_for(video_vae, frames=6)
     changed = z.clone()
     changed[:, :, 0] += 1.0
@@ -248,11 +218,13 @@ def test_image_decoder_flag_ignores_the_temporal_layers():
 
 
 def test_save_load_round_trip(tmp_path):
-    video_vae = trained_like(temporal_layers=["mid", "up1"], temporal_attention_heads=2, temporal_window=5)
+    video_vae = trained_like(temporal_layers=["mid", "up1"], temporal_attention_heads=2, temporal_window=5,
+                             temporal_alignment=3)
     video_vae.save_pretrained(tmp_path / "vae")
     loaded = VideoAutoencoderKL.from_pretrained(tmp_path / "vae").eval()
     assert list(loaded.config.temporal_layers) == ["mid", "up1"]
     assert loaded.config.temporal_attention_heads == 2 and loaded.config.temporal_window == 5
+    assert loaded.config.temporal_alignment == 3
     z = latents_for(video_vae)
     with torch.no_grad():
         assert torch.equal(loaded.decode_video(z), video_vae.decode_video(z))
@@ -282,13 +254,33 @@ def test_bad_settings_are_named():
     with pytest.raises(InvalidArgumentError, match="temporal_window"):
         VideoAutoencoderKL.from_image_vae(vae, temporal_window=0)
     with pytest.raises(InvalidArgumentError, match="temporal_alignment"):
-        VideoAutoencoderKL.from_image_vae(vae, temporal_alignment=-1)
-    with pytest.raises(InvalidArgumentError, match="temporal_alignment"):
-        VideoAutoencoderKL.from_image_vae(vae, temporal_alignment=2, temporal_radius=1)
-    with pytest.raises(InvalidArgumentError, match="temporal_gated"):
-        VideoAutoencoderKL.from_image_vae(vae, temporal_gated=True)
+        VideoAutoencoderKL.from_image_vae(vae, temporal_alignment=0)
+    with pytest.raises(InvalidArgumentError, match="not a VideoVAE setting"):
+        VideoAutoencoderKL.from_image_vae(vae, temporal_heads=2)
     with pytest.raises(InvalidArgumentError, match="chunk_size"):
         VideoAutoencoderKL.from_image_vae(vae).decode_video(latents_for(vae), chunk_size=0)
+
+
+def test_removed_settings_are_refused_naming_them(tmp_path):
+    """The settings of the variants that were not shipped are gone: naming one fails with one line
+    that names it, from Python and from a saved config; the shipped VideoVAE's config names none."""
+    import json
+
+    from magicvideo.models.video_vae import REMOVED_SETTINGS
+    from magicvideo.vae import load_vae
+
+    vae = image_vae(SMALL_OURS)
+    for key, value in (("temporal_radius", 1), ("temporal_recency_bias", True), ("temporal_gated", True)):
+        with pytest.raises(InvalidArgumentError, match="removed") as err:
+            VideoAutoencoderKL.from_image_vae(vae, **{key: value})
+        assert err.value.argument == key and "\n" not in str(err.value)
+    VideoAutoencoderKL.from_image_vae(vae).save_pretrained(tmp_path / "vae")
+    config = tmp_path / "vae" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "temporal_gated": True}))
+    with pytest.raises(InvalidArgumentError, match="^temporal_gated: this VideoVAE setting was removed"):
+        load_vae(tmp_path / "vae")
+    assert not set(VideoAutoencoderKL.load_config(BUNDLED_VAE)) & set(REMOVED_SETTINGS)
+    assert isinstance(load_vae(BUNDLED_VAE), VideoAutoencoderKL)
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -305,7 +297,7 @@ def video_vae_config(tmp: Path, **video_vae):
     config = {
         "task": "video_vae",
         "video_vae": {"init": str(tmp / "vae"), "temporal_attention_heads": 2, "temporal_window": 3,
-                      "generated_fraction": 0.5, "generated_pipeline": str(tmp / "pipe"), "sample_clips": 1,
+                      "temporal_alignment": 2, "generated_fraction": 0.5, "generated_pipeline": str(tmp / "pipe"), "sample_clips": 1,
                       **video_vae},
         "data": {"manifest": str(tmp / "data" / "captions.csv"), "num_frames": 4, "resolution": 16,
                  "min_stride": 1, "max_stride": 2},
@@ -329,8 +321,7 @@ def test_training_keeps_the_encoder(tmp_path, train_decoder):
     from safetensors.torch import load_file
 
     config = video_vae_config(tmp_path, train_decoder=train_decoder, warp_weight=1.0 if train_decoder else 0.0,
-                              temporal_radius=1 if train_decoder else 0, generated_target="image_decoder",
-                              temporal_alignment=0 if train_decoder else 2, temporal_gated=not train_decoder)
+                              generated_target="image_decoder", temporal_layers=["mid", "up0"])
     final = train(config)
     before = load_file(tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
     after = load_file(final / "diffusion_pytorch_model.safetensors")
@@ -342,7 +333,7 @@ def test_training_keeps_the_encoder(tmp_path, train_decoder):
     assert any(not torch.equal(v, torch.zeros_like(v)) for n, v in after.items() if n.endswith("to_out.weight"))
     assert (tmp_path / "run" / "samples" / "step-00000003" / "contact-sheet.png").is_file()
     config = VideoAutoencoderKL.from_pretrained(final).config
-    assert (config.temporal_alignment, config.temporal_gated) == ((0, False) if train_decoder else (2, True))
+    assert (list(config.temporal_layers), config.temporal_window, config.temporal_alignment) == (["mid", "up0"], 3, 2)
 
 
 def test_resume_continues_the_same_run(tmp_path):

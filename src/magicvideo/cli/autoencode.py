@@ -57,7 +57,7 @@ def vae_folder(model: str | None) -> Path:
 
 
 def load_vae(folder: Path):
-    from ..models.video_vae import load_vae as load
+    from ..vae import load_vae as load
 
     try:
         return load(folder).eval()
@@ -78,8 +78,8 @@ def run_autoencode(args) -> int:
     import torch
     from einops import rearrange
 
-    from ..models.video_vae import VideoAutoencoderKL, decode_latents_video
-    from ..vae import encode_video
+    from ..models.video_vae import VideoAutoencoderKL
+    from ..vae import decode_latents_video, encode_video
     from ..video_io import read_video, write_video
 
     try:

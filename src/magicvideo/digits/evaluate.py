@@ -264,8 +264,7 @@ def coherence_references(jobs: list[dict], vae=None, decoders=("image",), batch_
     through `vae` with each of `decoders` (what the decoder allows), overall and per fps."""
     import torch
 
-    from ..models.video_vae import decode_latents_video
-    from ..vae import encode_video
+    from ..vae import decode_latents_video, encode_video
 
     real = real_clip_generator()
 

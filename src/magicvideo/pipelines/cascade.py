@@ -144,7 +144,7 @@ class MagicVideoCascadePipeline:
     # -- facts about the stages ------------------------------------------------------------------
     @property
     def has_video_decoder(self) -> bool:
-        from ..models.video_vae import is_video_vae
+        from ..vae import is_video_vae
 
         return is_video_vae(self.keyframes.vae)
 
@@ -260,7 +260,7 @@ class MagicVideoCascadePipeline:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, decoder: str = "video") -> np.ndarray:
         """Scaled latents (1, C, F, h, w) -> frames (F, H, W, 3) in [0, 1]."""
-        from ..models.video_vae import decode_latents_video
+        from ..vae import decode_latents_video
 
         video = decode_latents_video(self.keyframes.vae, latents, 16, decoder=decoder)
         return self.keyframes.video_processor.postprocess_video(video, "np")[0]

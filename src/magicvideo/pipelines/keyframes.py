@@ -18,7 +18,7 @@ from ..errors import InvalidArgumentError
 from ..models.unet_3d import MagicVideoUNet3D
 from ..sampling import SCHEDULERS, denoise, denoise_staggered, share_noise_across_frames
 from ..text import encode_prompts, is_packaged_text_encoder, load_packaged_text_encoder
-from ..models.video_vae import decode_latents_video
+from ..vae import decode_latents_video
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 

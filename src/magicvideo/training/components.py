@@ -12,7 +12,7 @@ from transformers import AutoModel, AutoTokenizer
 from ..loading import load_pipeline
 from ..text import packaged_text_encoder_path
 from ..models.unet_3d import MagicVideoUNet3D
-from ..models.video_vae import load_vae
+from ..vae import load_vae
 from .config import Config
 
 

@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
+from ..models.video_vae import TEMPORAL_SETTINGS, VideoAutoencoderKL
 from ..motion import global_shifts, warped_difference
-from ..models.video_vae import VideoAutoencoderKL, load_vae
+from ..vae import load_vae
 from ..video_io import contact_sheet, write_video
 from .config import Config
 from .trainer import sample_generator, video_dataset
@@ -61,16 +62,10 @@ def build_video_vae(config: Config) -> VideoAutoencoderKL:
     path = Path(settings.init)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"video_vae.init: {path} is not a VAE folder (no config.json)")
-    temporal = dict(temporal_layers=list(settings.temporal_layers),
-                    temporal_attention_heads=settings.temporal_attention_heads,
-                    temporal_window=settings.temporal_window,
-                    temporal_recency_bias=settings.temporal_recency_bias,
-                    temporal_radius=settings.temporal_radius,
-                    temporal_alignment=settings.temporal_alignment, temporal_gated=settings.temporal_gated)
     vae = load_vae(path)
     if isinstance(vae, VideoAutoencoderKL):
         return vae  # continue: its own temporal layers and settings
-    return VideoAutoencoderKL.from_image_vae(vae, **temporal)
+    return VideoAutoencoderKL.from_image_vae(vae, **{key: getattr(settings, key) for key in TEMPORAL_SETTINGS})
 
 
 def freeze(model: VideoAutoencoderKL, train_decoder: bool) -> None:
