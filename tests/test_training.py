@@ -423,3 +423,43 @@ def test_export_writes_a_checkpoints_model_as_final_would(setup):
         process = magicvideo("train", str(config), *args)
         output = process.communicate(timeout=300)[0]
         assert process.returncode != 0 and "Traceback" not in output and "error" in output.lower(), output[-2000:]
+
+
+def test_a_damaged_newest_checkpoint_is_reported_and_the_one_before_is_resumed(setup):
+    """Every checkpoint carries checksums.json (size and SHA-256 of each of its files). A newest
+    checkpoint with a flipped byte inside a tensor (which would load without complaint) or a
+    truncated file is reported in one line; --resume continues from the checkpoint before it and ends
+    with exactly the weights of the uninterrupted run."""
+    import json
+
+    from magicvideo.training.checkpoint import MANIFEST, checkpoint_dirs, latest_checkpoint
+
+    tmp, _, config = setup
+    reference = tmp / "reference"
+    for checkpoint in checkpoint_dirs(reference):
+        listed = set(json.loads((checkpoint / MANIFEST).read_text())["files"])
+        assert listed == {p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*") if p.is_file()} - {MANIFEST}
+    assert latest_checkpoint(reference).name == f"checkpoint-{STEPS:08d}"
+
+    truncated = tmp / "truncated"
+    shutil.copytree(reference, truncated)
+    newest = truncated / "checkpoints" / f"checkpoint-{STEPS:08d}"
+    optimizer = next(newest.glob("optimizer*"))
+    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
+    assert latest_checkpoint(truncated).name == f"checkpoint-{STEPS - EVERY:08d}"
+
+    run = tmp / "flipped"
+    shutil.copytree(reference, run)
+    shutil.rmtree(run / "final")
+    weights = run / "checkpoints" / f"checkpoint-{STEPS:08d}" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    position = 8 + int.from_bytes(data[:8], "little") + (len(data) - 8 - int.from_bytes(data[:8], "little")) // 2
+    data[position] ^= 0x10  # a bit of one weight: still a valid safetensors file
+    weights.write_bytes(bytes(data))
+    load_file(str(weights))
+    output = finish(magicvideo("train", str(config), "--output-dir", str(run), "--resume"))
+    damaged = [line for line in output.splitlines() if "damaged" in line]
+    assert len(damaged) == 1 and f"checkpoint-{STEPS:08d}" in damaged[0] and "model.safetensors" in damaged[0], output
+    assert f"checkpoint-{STEPS - EVERY:08d} (step {STEPS - EVERY})" in output and "Traceback" not in output
+    assert_same_weights(unet_weights(run), unet_weights(reference), atol=0.0)
+    assert latest_checkpoint(run).name == f"checkpoint-{STEPS:08d}"  # written again, whole

@@ -1,24 +1,33 @@
-"""Atomic, rotating training checkpoints on top of `accelerate`'s save_state/load_state.
+"""Atomic, verified, rotating training checkpoints on top of `accelerate`'s save_state/load_state.
 
 A checkpoint `checkpoints/checkpoint-<step>` holds the model, the EMA weights, the optimizer, the
-LR scheduler, every process's RNG states (accelerate's files) and `trainer_state.json` (step,
-data position, skipped-video count). It is written into `checkpoints/.tmp-checkpoint-<step>` and
-renamed when complete, so a run killed at any moment leaves only whole checkpoints behind.
+LR scheduler, every process's RNG states (accelerate's files), `trainer_state.json` (step, data
+position, skipped-video count) and `checksums.json`, the SHA-256 and size of every other file. It is
+written into `checkpoints/.tmp-checkpoint-<step>`, every file and the folder are flushed to disk
+(fsync), and only then renamed (and the parent folder flushed), so a run killed at any moment, or a
+power cut, leaves only whole checkpoints behind. On resume the newest checkpoint whose files match
+its manifest is used: a damaged one (truncated, a flipped byte) is reported in one line and skipped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
 import re
 import shutil
 from pathlib import Path
 
 STATE = "trainer_state.json"
+MANIFEST = "checksums.json"
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+logger = logging.getLogger(__name__)
 
 
 def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+    """Checkpoint folders of a run that were renamed into place (complete when written), oldest first."""
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return []
@@ -26,9 +35,68 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint folder `path` cannot be trusted (a file missing, of another size or
+    content than its manifest says), or None when it is whole. A checkpoint written before manifests
+    existed (no checksums.json) cannot be checked and is taken as whole."""
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{MANIFEST} is unreadable ({err})"
+    for name, expected in sorted(files.items()):
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != expected["bytes"]:
+            return f"{name} has {file.stat().st_size} bytes, its manifest says {expected['bytes']}"
+        if _sha256(file) != expected["sha256"]:
+            return f"{name} differs from its checksum"
+    return None
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    found = checkpoint_dirs(output_dir)
-    return found[-1] if found else None
+    """The newest checkpoint of a run whose files match its manifest; each newer one that does not
+    is reported (one warning line) and passed over."""
+    for path in reversed(checkpoint_dirs(output_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning("checkpoint %s is damaged (%s): skipped, an earlier one is used", path, problem)
+    return None
+
+
+def _write_manifest(folder: Path) -> None:
+    """Flush every file of `folder` to disk, then write (and flush) its manifest."""
+    files = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        _fsync(file)
+        files[file.relative_to(folder).as_posix()] = {"bytes": file.stat().st_size, "sha256": _sha256(file)}
+    with open(folder / MANIFEST, "w", encoding="utf-8") as f:
+        json.dump({"files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    for sub in sorted({p.parent for p in folder.rglob("*")}):
+        _fsync(sub)
 
 
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, keep: int) -> Path:
@@ -43,8 +111,10 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        _write_manifest(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
+        _fsync(root)
         for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
