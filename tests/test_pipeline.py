@@ -151,7 +151,8 @@ def test_cli_unreadable_model_folder(tmp_path):
 
 
 def test_bundled_model_loads_offline_in_float32_and_reproduces_a_seed():
-    from magicvideo.loading import BUNDLED_MODEL, load_pipeline
+    from magicvideo.loading import BUNDLED_MODEL
+    from magicvideo.pipelines.keyframes import load_pipeline
 
     pipe = load_pipeline(None, device="cpu")  # what `generate` uses without --model
     assert pipe.unet.dtype == torch.float32 and pipe.text_encoder is not None
@@ -161,10 +162,30 @@ def test_bundled_model_loads_offline_in_float32_and_reproduces_a_seed():
     assert a.shape == (1, 16, 64, 64, 3) and np.array_equal(a, b)
 
 
+def test_loading_leaves_the_libraries_progress_bars_as_they_were():
+    """Loading hides diffusers' and transformers' loading bars for that load only: no process-wide
+    setting is left changed, whichever it was."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from magicvideo.pipelines.keyframes import load_pipeline
+
+    libraries = (diffusers_logging, transformers_logging)
+    try:
+        for enabled in (True, False):
+            for library in libraries:
+                (library.enable_progress_bar if enabled else library.disable_progress_bar)()
+            load_pipeline(None, device="cpu", progress_bar=False)
+            assert [library.is_progress_bar_enabled() for library in libraries] == [enabled, enabled]
+    finally:
+        for library in libraries:
+            library.enable_progress_bar()
+
+
 def test_bundled_model_output_is_pinned():
     """A slice of the bundled model's latents for a fixed prompt and seed (taken before the
     cascade layout moved the U-Net into models/ and the loop into sampling.py)."""
-    from magicvideo.loading import load_pipeline
+    from magicvideo.pipelines.keyframes import load_pipeline
 
     pipe = load_pipeline(None, device="cpu", progress_bar=False)
     latents = pipe("the digit 7 moves to the right", num_inference_steps=10, output_type="latent",
@@ -245,57 +266,56 @@ def test_cli_refuses_non_finite_numbers_and_seeds_out_of_range(tiny_pipeline_dir
     assert not out.exists()
 
 
-def test_noise_sharing_mixes_a_frame_shared_draw_into_the_initial_noise(tiny_pipeline):
-    """A pipeline saved with noise_sharing a (its model trained so: train.noise_sharing) starts from
-    sqrt(a) * shared + sqrt(1 - a) * own, with `own` the very draw of a = 0 and `shared` the next
-    draw, one per clip, the same for every frame; a = 0 (the default) draws as before."""
-    plain = tiny_pipeline.prepare_latents(2, 5, 16, 16, torch.float32, "cpu", torch.Generator().manual_seed(0))
-    b, c, f, h, w = plain.shape
-    generator = torch.Generator().manual_seed(0)
-    own, shared = torch.randn(plain.shape, generator=generator), torch.randn((b, c, 1, h, w), generator=generator)
-    assert torch.equal(plain, own)
-    tiny_pipeline.register_to_config(noise_sharing=0.75)
-    try:
-        mixed = tiny_pipeline.prepare_latents(2, 5, 16, 16, torch.float32, "cpu", torch.Generator().manual_seed(0))
-    finally:
-        tiny_pipeline.register_to_config(noise_sharing=0.0)
-    assert torch.allclose(mixed, 0.75**0.5 * shared + 0.25**0.5 * own, atol=1e-6)
-
-
-def test_training_noise_sharing_correlates_frames_at_unit_variance():
-    """train.noise_sharing a: the training noise of a clip has unit variance and correlation a between
-    frames (PYoCo's mixed noise), drawn per stream position; a = 0 draws exactly as before."""
-    from magicvideo.training.trainer import position_noise
-
-    before, t0 = position_noise(0, range(64), (4, 8, 8, 8), 1000, "cpu")
-    mixed, t1 = position_noise(0, range(64), (4, 8, 8, 8), 1000, "cpu", noise_sharing=0.5)
-    again, _ = position_noise(0, range(64), (4, 8, 8, 8), 1000, "cpu", noise_sharing=0.5)
-    assert torch.equal(t0, t1) and torch.equal(mixed, again)
-    assert torch.allclose(mixed - 0.5**0.5 * before, (mixed - 0.5**0.5 * before)[:, :, :1].expand_as(mixed), atol=1e-6)
-    frames = mixed.transpose(1, 2).reshape(64, 8, -1)
-    assert frames.var().item() == pytest.approx(1.0, abs=0.02)
-    correlation = (frames[:, 0] * frames[:, 5]).mean() / frames.var()
-    assert correlation.item() == pytest.approx(0.5, abs=0.03)
-
-
-def test_staggered_sampling_in_the_pipeline(tmp_path):
-    """frame_lag > 0: frame 0 of a directed model comes out as with synchronous DDIM (it sees no other
-    frame), the later frames differ; the default is the pipeline's saved `frame_lag`; bad values refused."""
+def test_causal_sampling_in_the_pipeline(tmp_path, monkeypatch):
+    """chunk_size < frames: frame 0 of a directed model comes out as with synchronous DDIM (it sees no
+    other frame), later frames differ; the key/value cache gives the uncached result to float rounding;
+    frames do not depend on the noise of later frames; the defaults are the pipeline's saved ones; bad
+    values are refused."""
+    from magicvideo import sampling
     from magicvideo.errors import InvalidArgumentError
+    from magicvideo.pipelines import keyframes
 
     pipe = make_tiny_pipeline(num_frames=4)
     randomize_(pipe.unet, std=0.05)
     kwargs = dict(num_frames=4, num_inference_steps=3, guidance_scale=2.0, output_type="latent")
     sync = pipe("a", generator=torch.Generator().manual_seed(0), **kwargs).frames
-    lagged = pipe("a", generator=torch.Generator().manual_seed(0), frame_lag=2, **kwargs).frames
+    chunked = pipe("a", generator=torch.Generator().manual_seed(0), chunk_size=1, **kwargs).frames
+    lagged = pipe("a", generator=torch.Generator().manual_seed(0), frame_lag=2, **kwargs).frames  # single frames
+    assert torch.allclose(chunked[:, :, 0], sync[:, :, 0], atol=1e-5)
     assert torch.allclose(lagged[:, :, 0], sync[:, :, 0], atol=1e-5)
-    assert not torch.allclose(lagged[:, :, 1:], sync[:, :, 1:], atol=1e-3)
-    pipe.register_to_config(frame_lag=2)
+    assert not torch.allclose(chunked[:, :, 1:], sync[:, :, 1:], atol=1e-3)
+    assert pipe.num_sampling_calls(4, 3, chunk_size=1) == 12 and pipe.num_sampling_calls(4, 3, frame_lag=2) == 9
+
+    noise = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    changed = noise.clone()
+    changed[:, :, 3:] = torch.randn(1, 4, 1, 8, 8)
+    first, second = (pipe("a", latents=x, chunk_size=2, **kwargs).frames for x in (noise, changed))
+    assert torch.equal(first[:, :, :2], second[:, :, :2]) and not torch.allclose(first[:, :, 2:], second[:, :, 2:])
+
+    uncached = sampling.denoise_causal
+    monkeypatch.setattr(keyframes, "denoise_causal", lambda *a, cache=None, **k: uncached(*a, cache=None, **k))
+    torch.testing.assert_close(pipe("a", latents=noise, chunk_size=2, **kwargs).frames, first, rtol=1e-4, atol=1e-5)
+    monkeypatch.undo()
+
+    pipe.register_to_config(chunk_size=1)
     pipe.save_pretrained(tmp_path / "p")
     loaded = MagicVideoPipeline.from_pretrained(tmp_path / "p")
-    assert loaded.config.frame_lag == 2
-    torch.testing.assert_close(loaded("a", generator=torch.Generator().manual_seed(0), **kwargs).frames, lagged)
-    for bad in (-1, 1.5, True):
+    assert loaded.config.chunk_size == 1
+    torch.testing.assert_close(loaded("a", generator=torch.Generator().manual_seed(0), **kwargs).frames, chunked)
+    for name, bad in (("frame_lag", -1), ("frame_lag", 1.5), ("chunk_size", 0), ("chunk_size", True),
+                      ("context_timestep", 1000)):
         with pytest.raises(InvalidArgumentError) as info:
-            pipe("a", frame_lag=bad, **kwargs)
-        assert info.value.argument == "frame_lag"
+            pipe("a", **{name: bad}, **kwargs)
+        assert info.value.argument == name
+
+
+def test_a_pipeline_folder_naming_a_removed_setting_fails_with_it_named(tmp_path):
+    import json
+
+    from magicvideo.errors import InvalidArgumentError
+
+    make_tiny_pipeline(num_frames=2).save_pretrained(tmp_path / "p")
+    index = tmp_path / "p" / "model_index.json"
+    index.write_text(json.dumps({**json.loads(index.read_text()), "noise_sharing": 0.0}))
+    with pytest.raises(InvalidArgumentError, match="noise_sharing.*removed"):
+        MagicVideoPipeline.from_pretrained(tmp_path / "p")

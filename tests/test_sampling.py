@@ -73,91 +73,88 @@ def test_step_callback_can_stop():
     assert steps == [0, 1]
 
 
-def test_staggered_levels_give_every_frame_each_step_once_in_order():
-    from magicvideo.sampling import staggered_levels
+def test_frame_schedule_gives_every_frame_each_step_once_chunk_by_chunk():
+    from magicvideo.sampling import frame_schedule
 
-    levels = torch.stack(staggered_levels(num_steps=4, num_frames=3, frame_lag=2))
-    assert len(levels) == 4 + 2 * 2 + 1  # N + lag * (F - 1) steps, then all clean
-    assert torch.equal(levels[0], torch.zeros(3, dtype=torch.long)) and torch.equal(levels[-1], torch.full((3,), 4))
-    moves = levels[1:] - levels[:-1]
-    assert moves.min() >= 0 and moves.max() <= 1 and torch.equal(moves.sum(0), torch.full((3,), 4))
-    # frame f starts moving 2 * f steps after frame 0, and is never ahead of the frame before it
-    assert [int(moves[:, f].nonzero()[0]) for f in range(3)] == [0, 2, 4]
-    assert (levels[:, 1:] <= levels[:, :-1]).all()
+    staggered = torch.stack(frame_schedule(num_steps=4, num_frames=3, chunk_size=1, lag=2))
+    assert len(staggered) == 4 + 2 * 2 + 1  # N + lag * (chunks - 1) steps, then all clean
+    chunked = torch.stack(frame_schedule(num_steps=4, num_frames=5, chunk_size=2))  # lag N: one chunk after another
+    assert len(chunked) == 4 * 3 + 1
+    for levels, starts in ((staggered, [0, 2, 4]), (chunked, [0, 0, 4, 4, 8])):
+        assert torch.equal(levels[0], torch.zeros(levels.shape[1], dtype=torch.long))
+        assert torch.equal(levels[-1], torch.full((levels.shape[1],), 4))
+        moves = levels[1:] - levels[:-1]
+        assert moves.min() >= 0 and moves.max() <= 1 and torch.equal(moves.sum(0), torch.full((levels.shape[1],), 4))
+        assert [int(moves[:, f].nonzero()[0]) for f in range(levels.shape[1])] == starts
+        assert (levels[:, 1:] <= levels[:, :-1]).all()  # never ahead of the frame before it
+    # chunk of every frame (or lag 0): the synchronous sampler
+    assert all(torch.equal(x, torch.full((3,), k)) for k, x in enumerate(frame_schedule(4, 3, chunk_size=3)))
+    assert len(frame_schedule(4, 3, chunk_size=1, lag=0)) == 5
 
 
-def test_staggered_sampling_without_lag_is_ddim():
-    from magicvideo.sampling import denoise_staggered
+def causal_toy(weight):
+    """A causal denoiser: frame f sees frames <= f (a running sum), with its own timestep (B, F)."""
+
+    def model(x, t):
+        assert t.shape == (x.shape[0], x.shape[2])
+        return torch.einsum("oc,bcfhw->bofhw", weight, x.cumsum(2)) * (1 + t[:, None, :, None, None] / 1000)
+
+    return model
+
+
+def test_causal_sampling_with_one_chunk_is_ddim():
+    from magicvideo.sampling import denoise_causal
 
     g = torch.Generator().manual_seed(0)
-    weight = torch.randn(4, 4, generator=g) * 0.3
-
-    def model(x, t):  # frames mixed, so the frames' timesteps matter; a per-frame timestep (B, F)
-        assert t.shape == (x.shape[0], x.shape[2])
-        return torch.einsum("oc,bcfhw->bofhw", weight, x.cumsum(2)) * (t[:, None, :, None, None] / 1000)
-
+    model = causal_toy(torch.randn(4, 4, generator=g) * 0.3)
     latents = torch.randn(1, 4, 3, 2, 2, generator=g)
     s = scheduler("ddim", steps=6)
     sync = denoise(lambda x, t: model(x, t.reshape(1, 1).expand(x.shape[0], x.shape[2])), s, latents)
-    assert torch.allclose(denoise_staggered(model, s, latents, frame_lag=0), sync, atol=1e-6)
+    assert torch.allclose(denoise_causal(model, s, latents, chunk_size=3), sync, atol=1e-6)
+    assert torch.allclose(denoise_causal(model, s, latents, chunk_size=1, lag=0), sync, atol=1e-6)
 
 
-def test_staggered_sampling_of_a_causal_model_keeps_frame_zero_and_causality():
+@pytest.mark.parametrize("chunk_size, lag", [(1, 2), (2, None), (1, None)])
+def test_causal_sampling_keeps_frame_zero_and_does_not_depend_on_later_noise(chunk_size, lag):
     """With a causal model frame 0 never sees another frame, so it comes out as synchronous DDIM's;
-    frame f's result does not depend on the initial noise of later frames."""
-    from magicvideo.sampling import denoise_staggered
+    frame f's result does not depend on the initial noise of later frames (bit for bit)."""
+    from magicvideo.sampling import denoise_causal
 
     g = torch.Generator().manual_seed(1)
-    weight = torch.randn(4, 4, generator=g) * 0.3
-
-    def model(x, t):  # causal: frame f sees frames <= f (a running sum), with its own timestep
-        return torch.einsum("oc,bcfhw->bofhw", weight, x.cumsum(2)) * (1 + t[:, None, :, None, None] / 1000)
-
+    model = causal_toy(torch.randn(4, 4, generator=g) * 0.3)
     latents = torch.randn(1, 4, 5, 2, 2, generator=g)
     s = scheduler("ddim", steps=4)
     sync = denoise(lambda x, t: model(x, t.reshape(1, 1).expand(x.shape[0], x.shape[2])), s, latents)
-    out = denoise_staggered(model, s, latents, frame_lag=2)
+    out = denoise_causal(model, s, latents, chunk_size=chunk_size, lag=lag)
     assert torch.allclose(out[:, :, 0], sync[:, :, 0], atol=1e-6)
-    assert not torch.allclose(out[:, :, 1:], sync[:, :, 1:], atol=1e-3)
+    assert not torch.allclose(out[:, :, 2:], sync[:, :, 2:], atol=1e-3)
     changed = latents.clone()
-    changed[:, :, 3:] = torch.randn(1, 4, 2, 2, 2, generator=g)
-    again = denoise_staggered(model, s, changed, frame_lag=2)
-    assert torch.equal(again[:, :, :3], out[:, :, :3]) and not torch.allclose(again[:, :, 3:], out[:, :, 3:])
+    changed[:, :, 4:] = torch.randn(1, 4, 1, 2, 2, generator=g)
+    again = denoise_causal(model, s, changed, chunk_size=chunk_size, lag=lag)
+    assert torch.equal(again[:, :, :4], out[:, :, :4]) and not torch.allclose(again[:, :, 4:], out[:, :, 4:])
 
 
-def test_staggered_sampling_leaves_waiting_frames_out_of_a_causal_model():
-    """causal=True: the model sees only the frames under way or done, and the result is the same."""
-    from magicvideo.sampling import denoise_staggered
+def test_causal_sampling_moves_only_the_frames_under_way_and_keeps_the_context():
+    """Frames wait at their initial noise until their turn, finished frames stay as they are, and given
+    context frames are held exactly (shown to the model at the context timestep)."""
+    from magicvideo.sampling import denoise_causal, frame_schedule
 
-    g = torch.Generator().manual_seed(2)
-    weight = torch.randn(4, 4, generator=g) * 0.3
-    seen = []
+    latents = torch.randn(1, 4, 5, 2, 2, generator=torch.Generator().manual_seed(3))
+    context = torch.randn(1, 4, 1, 2, 2, generator=torch.Generator().manual_seed(4))
+    levels = [torch.cat([torch.tensor([3]), x]) for x in frame_schedule(3, 4, chunk_size=2, lag=1)]
+    after, timesteps = [], []
 
     def model(x, t):
-        seen.append(x.shape[2])
-        return torch.einsum("oc,bcfhw->bofhw", weight, x.cumsum(2)) * (1 + t[:, None, :, None, None] / 1000)
+        timesteps.append(t[0, 0].item())
+        return 0.1 * x
 
-    latents = torch.randn(1, 4, 5, 2, 2, generator=g)
-    s = scheduler("ddim", steps=4)
-    full = denoise_staggered(model, s, latents, frame_lag=2, guidance_scale=2.0)
-    assert seen == [5] * 12
-    seen.clear()
-    skipped = denoise_staggered(model, s, latents, frame_lag=2, guidance_scale=2.0, causal=True)
-    assert seen == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 5, 5]
-    torch.testing.assert_close(skipped, full, rtol=1e-5, atol=1e-6)
-
-
-def test_staggered_sampling_moves_only_the_frames_under_way():
-    """Frames wait at their initial noise until their turn, and finished frames stay as they are."""
-    from magicvideo.sampling import denoise_staggered, staggered_levels
-
-    latents = torch.randn(1, 4, 4, 2, 2, generator=torch.Generator().manual_seed(3))
-    levels = staggered_levels(3, 4, 1)
-    after = []
-    denoise_staggered(lambda x, t: 0.1 * x, scheduler("ddim", steps=3), latents, frame_lag=1,
-                      on_step_end=lambda i, t, x: (after.append(x.clone()), (x, False))[1])
+    out = denoise_causal(model, scheduler("ddim", steps=3), latents, chunk_size=2, lag=1, context=context,
+                         context_timestep=20, generator=torch.Generator().manual_seed(0),
+                         on_step_end=lambda i, t, x: (after.append(x.clone()), (x, False))[1])
+    assert torch.equal(out[:, :, :1], context) and set(timesteps) == {20}
+    start = latents.clone()
+    start[:, :, :1] = context
     for i, x in enumerate(after):
         waiting, done = levels[i + 1] == 0, (levels[i + 1] == 3) & (levels[i] == 3)
-        assert torch.equal(x[:, :, waiting], latents[:, :, waiting])
-        assert torch.equal(x[:, :, done], after[i - 1][:, :, done])
-        assert not torch.equal(x[:, :, levels[i + 1] > levels[i]], (after[i - 1] if i else latents)[:, :, levels[i + 1] > levels[i]])
+        assert torch.equal(x[:, :, waiting], start[:, :, waiting])
+        assert torch.equal(x[:, :, done], (after[i - 1] if i else start)[:, :, done])

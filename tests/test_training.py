@@ -99,29 +99,11 @@ def test_set_overrides_reach_the_config_and_are_checked(tmp_path):
         load_config(path, ["train.lr=1"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(path, ["train.batch_size"])
-    assert load_config(path, ["train.lr_scale={space_time_attention: 5}"]).train.lr_scale == {"space_time_attention": 5.0}
-    with pytest.raises(ConfigError, match=r"^train\.lr_scale\.adaptor: expected float"):
-        load_config(path, ["train.lr_scale={adaptor: fast}"])
-
-
-def test_lr_scale_puts_matching_parameters_in_their_own_group_at_a_multiple_of_the_learning_rate():
-    """parameter_groups: names containing a key of lr_scale train at learning_rate * scale (the first
-    key that matches), every other trainable parameter once at learning_rate, frozen ones not at all;
-    a key that matches nothing is an error, not a silent no-op."""
-    from magicvideo.training.trainer import parameter_groups
-
-    model = torch.nn.ModuleDict({"adaptor": torch.nn.Linear(2, 2), "attention": torch.nn.Linear(2, 2),
-                                 "adaptor_attention": torch.nn.Linear(2, 2), "conv": torch.nn.Linear(2, 2),
-                                 "frozen": torch.nn.Linear(2, 2)})
-    model["frozen"].requires_grad_(False)
-    groups = parameter_groups(model, 1e-3, {"adaptor": 10.0, "att": 0.5})
-    assert [(len(g["params"]), g["lr"]) for g in groups] == [(2, 1e-3), (4, 0.01), (2, 0.0005)]
-    assert groups[0]["params"][0] is model["conv"].weight
-    assert groups[1]["params"][2] is model["adaptor_attention"].weight
-    plain = parameter_groups(model, 1e-3, {})
-    assert [(len(g["params"]), g["lr"]) for g in plain] == [(8, 1e-3)]
-    with pytest.raises(ValueError, match="adapt"):
-        parameter_groups(torch.nn.ModuleDict({"x": torch.nn.Linear(2, 2)}), 1e-3, {"adapt": 2.0})
+    for removed in ("train.lr_scale={adaptor: 5}", "train.noise_sharing=0.5", "model.space_time_attention=[true]",
+                    "model.temporal_attention=directed"):
+        key = removed.split("=")[0].replace(".", "\\.")
+        with pytest.raises(ConfigError, match=rf"^{key}: removed"):
+            load_config(path, [removed])
 
 
 def test_train_flags_are_checked_like_the_config(tmp_path):
@@ -288,31 +270,10 @@ def test_min_snr_weighting(setup):
     config.train.snr_gamma = 1.0
     torch.testing.assert_close(task.loss(task.model, batch), expected, rtol=1e-5, atol=1e-7)
 
-    # the frame-difference term adds to each clip's MSE before the weighting, and only when switched on
-    config.train.frame_difference_weight, config.train.frame_difference_lags = 2.0, [1, 3]
-    assert task.loss(task.model, batch) > expected
-
-
-def test_frame_difference_loss_known_answers():
-    """video_mse: weight 0 is the plain per-clip MSE; an error every frame shares costs nothing extra;
-    an error that flips sign between frames costs its differences' MSE on top (known answer);
-    lags the clip is too short for are skipped."""
-    from magicvideo.training.trainer import video_mse
-
-    torch.manual_seed(0)
-    target = torch.randn(2, 4, 6, 3, 3)
-    prediction = target + torch.randn(2, 4, 6, 3, 3)
-    plain = ((prediction - target) ** 2).flatten(1).mean(1)
-    torch.testing.assert_close(video_mse(prediction, target), plain)
-    shared = target + torch.randn(2, 4, 1, 3, 3)  # the same error in every frame
-    torch.testing.assert_close(video_mse(shared, target, 5.0, [1, 2, 4]), ((shared - target) ** 2).flatten(1).mean(1))
-    sign = torch.tensor([1.0, -1.0] * 3).view(1, 1, 6, 1, 1)
-    flipping = target + 0.5 * sign  # error +-0.5: MSE 0.25; lag-1 differences +-1 (MSE 1), lag-2 differences 0
-    torch.testing.assert_close(video_mse(flipping, target, 3.0, [1]), torch.full((2,), 0.25 + 3.0 * 1.0))
-    torch.testing.assert_close(video_mse(flipping, target, 3.0, [1, 2]), torch.full((2,), 0.25 + 3.0 * 0.5))
-    torch.testing.assert_close(video_mse(flipping, target, 3.0, [1, 6, 8]), video_mse(flipping, target, 3.0, [1]))
-    with pytest.raises(ConfigError, match=r"^train\.frame_difference_lags: must be at least 1"):
-        config_from_dict({"train": {"frame_difference_lags": [1, 0]}})
+    # context clips: the context frames leave the loss; the other frames' mean MSE stays
+    config.train.context_fraction, config.train.snr_gamma = 1.0, 0.0
+    context_loss = task.loss(task.model, batch)
+    assert torch.isfinite(context_loss) and not torch.allclose(context_loss, torch.stack(per_clip).mean())
 
 
 def test_fine_tuning_from_the_bundled_model_keeps_its_context_length(setup, tmp_path):
@@ -337,38 +298,16 @@ def test_fine_tuning_from_the_bundled_model_keeps_its_context_length(setup, tmp_
     assert pipe.unet.config.num_frames == 16
 
 
-def test_new_layers_named_in_the_config_extend_a_pretrained_model_without_changing_it():
-    """`model.temporal_convolution` / `model.space_time_attention` on a pretrained pipeline: its U-Net
-    gains zero-initialised layers at the flagged levels only and computes exactly what it did."""
-    from magicvideo.loading import BUNDLED_MODEL
-    from magicvideo.training.components import load_components
-    from magicvideo.training.config import config_from_dict
-
-    def unet_of(**model):
-        return load_components(config_from_dict({"model": {"pretrained": str(BUNDLED_MODEL), **model}})).unet.eval()
-
-    plain, extended = unet_of(), unet_of(temporal_convolution=[False, True, True], space_time_attention=[False, False, True])
-    added = set(extended.state_dict()) - set(plain.state_dict())
-    assert {name.split(".temporal_convolution.")[0].split(".")[0] for name in added if ".temporal_convolution." in name} \
-        == {"down_blocks", "mid_block", "up_blocks"}
-    assert not any(name.startswith(("down_blocks.0.", "up_blocks.2.")) for name in added)
-    assert any(".space_time_attention." in name for name in added)
-    assert tuple(extended.config.temporal_convolution) == (False, True, True)
-    g = torch.Generator().manual_seed(0)
-    sample, context = torch.randn(1, 4, 4, 8, 8, generator=g), torch.randn(1, 16, 384, generator=g)
-    with torch.no_grad():
-        assert torch.equal(extended(sample, 500, context, fps=8).sample, plain(sample, 500, context, fps=8).sample)
-
-
 def test_staggered_training_noise_ramps_up_with_the_frame_index():
     """train.staggered_fraction: the noise is drawn exactly as before, and a clip's timesteps are per
     frame: its own t for every frame, or (with that probability) a ramp t0 + slope * f clamped to
     0 ... T - 1 with slope <= staggered_max_slope, never decreasing from frame to frame."""
-    from magicvideo.training.trainer import position_noise
+    from magicvideo.training.diffusion import NoiseSchedule, position_noise
 
-    plain_noise, t = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu")
-    noise, per_frame = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu",
-                                      staggered_fraction=0.5, staggered_max_slope=80)
+    plain_noise, t, mask = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu")
+    assert mask is None and t.shape == (400,)
+    noise, per_frame, _ = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu",
+                                         NoiseSchedule(staggered_fraction=0.5, staggered_max_slope=80))
     assert torch.equal(noise, plain_noise) and per_frame.shape == (400, 16)
     assert per_frame.min() >= 0 and per_frame.max() <= 999
     steps = per_frame[:, 1:] - per_frame[:, :-1]
@@ -378,7 +317,8 @@ def test_staggered_training_noise_ramps_up_with_the_frame_index():
     assert constant.float().mean().item() == pytest.approx(0.5, abs=0.08)
     ramps = per_frame[~constant]
     assert ((ramps == 0).any(1) | (ramps == 999).any(1)).any() and (ramps[:, 0] < ramps[:, -1]).all()
-    _, every = position_noise(0, range(50), (4, 16, 2, 2), 1000, "cpu", staggered_fraction=1.0, staggered_max_slope=80)
+    _, every, _ = position_noise(0, range(50), (4, 16, 2, 2), 1000, "cpu",
+                                 NoiseSchedule(staggered_fraction=1.0, staggered_max_slope=80))
     assert ((every[:, 1:] - every[:, :-1]) > 0).any(1).float().mean() > 0.9
 
 
@@ -388,7 +328,7 @@ def test_per_frame_timesteps_noise_each_frame_at_its_own_level():
     weights weighs each frame's MSE."""
     from diffusers import DDPMScheduler
 
-    from magicvideo.training.trainer import frames_as_batch, video_mse
+    from magicvideo.training.diffusion import frames_as_batch, video_mse
 
     scheduler = DDPMScheduler(prediction_type="v_prediction")
     g = torch.Generator().manual_seed(0)
@@ -404,6 +344,31 @@ def test_per_frame_timesteps_noise_each_frame_at_its_own_level():
     per_frame = (x - n).pow(2).mean(dim=(1, 3, 4))
     torch.testing.assert_close(video_mse(x, n, weights=weights), (weights * per_frame).mean(1))
     torch.testing.assert_close(video_mse(x, n, weights=torch.tensor([2.0, 3.0])), video_mse(x, n) * torch.tensor([2.0, 3.0]))
+    mask = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])  # the first clip's frame 0 is context
+    torch.testing.assert_close(video_mse(x, n, weights=weights, mask=mask),
+                               torch.stack([(weights[0, 1:] * per_frame[0, 1:]).mean(), (weights[1] * per_frame[1]).mean()]))
+
+
+def test_context_clips_and_per_frame_levels():
+    """train.context_fraction: the noise is drawn as before; that share of clips has its first k frames
+    (k in 1 ... F - 1) at context timesteps in [0, context_max_timestep] and out of the loss (mask 0), the
+    other frames at the clip's level; noise_schedule per_frame draws a level for every frame."""
+    from magicvideo.training.diffusion import NoiseSchedule, position_noise
+
+    plain_noise, t, _ = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu")
+    noise, levels, mask = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu",
+                                         NoiseSchedule(context_fraction=0.5, context_max_timestep=50))
+    assert torch.equal(noise, plain_noise) and levels.shape == mask.shape == (400, 16)
+    context = mask == 0
+    with_context = context.any(1)
+    assert with_context.float().mean().item() == pytest.approx(0.5, abs=0.08)
+    assert not context[:, -1].any()  # at least one frame is made
+    k = context.sum(1)
+    assert torch.equal(context, torch.arange(16)[None] < k[:, None])  # a prefix of frames
+    assert k[with_context].min() == 1 and k.max() == 15
+    assert levels[context].max() <= 50 and torch.equal(levels[~context], t[:, None].expand(-1, 16)[~context])
+    _, free, _ = position_noise(0, range(50), (4, 16, 2, 2), 1000, "cpu", NoiseSchedule(kind="per_frame"))
+    assert free.shape == (50, 16) and (free.float().std(1) > 100).all()
 
 
 def test_export_writes_a_checkpoints_model_as_final_would(setup):

@@ -10,8 +10,10 @@ In the spirit of k-diffusion / sgm, the loop is a plain function over a *denoise
 - known frames held fixed (`KnownFrames`): before every step they are set to their known latents
   noised to that step's level, and the result holds them exactly, bit for bit;
 - a step callback that sees (and may replace) the latents after every step and may stop the loop;
-- staggered sampling (`frame_lag` > 0, `denoise_staggered`): frame f runs `frame_lag * f` steps behind
-  frame 0, so a directed (causal) model denoises every frame while the frames before it are cleaner.
+- causal sampling (`denoise_causal`): a schedule of per-frame noise levels (`frame_schedule`): frames in
+  chunks, each chunk denoised beside the finished frames before it (shown at t = 0, or lightly
+  re-noised), whose temporal keys and values are computed once and cached; staggered ("diagonal")
+  sampling is the same schedule with a chunk starting a few steps after the one before.
 """
 
 from __future__ import annotations
@@ -32,15 +34,10 @@ SCHEDULERS = {
     "euler": EulerDiscreteScheduler,
 }
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# model(model_input, t, **kwargs) -> prediction; the causal sampler passes `cache=` (a TemporalCache)
+Denoiser = Callable[..., torch.Tensor]
 # (step index, timestep, latents) -> (latents, stop): may replace the latents and stop the loop
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, bool]]
-
-
-def share_noise_across_frames(own: torch.Tensor, shared: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Mixed noise (PYoCo, Ge et al. 2023): eps_f = sqrt(a) * eps_shared + sqrt(1 - a) * eps_f, still
-    unit variance per element, correlated a between frames. `shared` has size 1 on the frame axis."""
-    return fraction**0.5 * shared + (1 - fraction) ** 0.5 * own
 
 
 def classifier_free_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -70,11 +67,11 @@ class KnownFrames:
 
 
 def guided_prediction(model: Denoiser, latents: torch.Tensor, t: torch.Tensor, guidance_scale: float,
-                      conditioning: torch.Tensor | None = None, scale=lambda x: x) -> torch.Tensor:
+                      conditioning: torch.Tensor | None = None, scale=lambda x: x, **model_kwargs) -> torch.Tensor:
     """The model's prediction for `latents` at `t`: the input scaled by `scale` (the sampler's), the
     conditioning channels concatenated after it, and with `guidance_scale > 1` the unconditional and
     conditional batches in one call, mixed by `classifier_free_guidance`. A per-frame `t` (B, F) is
-    repeated for the two batches."""
+    repeated for the two batches. `model_kwargs` go to the model."""
     cfg = guidance_scale > 1.0
     model_input = scale(torch.cat([latents] * 2) if cfg else latents)
     if conditioning is not None:
@@ -82,7 +79,7 @@ def guided_prediction(model: Denoiser, latents: torch.Tensor, t: torch.Tensor, g
         model_input = torch.cat([model_input, cond.to(model_input.dtype)], dim=1)
     if t.dim() == 2 and cfg:
         t = torch.cat([t] * 2)
-    prediction = model(model_input, t)
+    prediction = model(model_input, t, **model_kwargs)
     return classifier_free_guidance(*prediction.chunk(2), guidance_scale) if cfg else prediction
 
 
@@ -126,53 +123,84 @@ def denoise(
     return latents
 
 
-def staggered_levels(num_steps: int, num_frames: int, frame_lag: int) -> list[torch.Tensor]:
-    """The grid index (0 = pure noise ... num_steps = clean) of every frame before each step of staggered
-    sampling: frame f at step k is at min(max(k - frame_lag * f, 0), num_steps); num_steps +
-    frame_lag * (F - 1) steps in all, then one more entry: every frame clean."""
-    offsets = torch.arange(num_frames) * frame_lag
-    return [(k - offsets).clamp(0, num_steps) for k in range(num_steps + frame_lag * (num_frames - 1) + 1)]
+def frame_schedule(num_steps: int, num_frames: int, chunk_size: int, lag: int | None = None) -> list[torch.Tensor]:
+    """The grid index (0 = pure noise ... `num_steps` = clean) of every frame before each model call of
+    causal sampling, and one more entry: every frame clean. Frames come in chunks of `chunk_size`;
+    chunk j runs `lag * j` steps behind chunk 0 (default `lag` = `num_steps`: each chunk starts when the
+    one before is finished). `chunk_size` >= `num_frames` is the synchronous sampler (every frame at
+    one level); chunk 1 with a small lag is staggered ("diagonal") sampling."""
+    if chunk_size < 1 or (lag is not None and lag < 0):
+        raise ValueError(f"chunk_size must be >= 1 and lag >= 0, got {chunk_size}, {lag}")
+    lag = num_steps if lag is None else lag
+    offsets = torch.div(torch.arange(num_frames), chunk_size, rounding_mode="floor") * lag
+    last = int(offsets[-1]) if num_frames else 0
+    return [(k - offsets).clamp(0, num_steps) for k in range(num_steps + last + 1)]
 
 
-def denoise_staggered(
+def denoise_causal(
     model: Denoiser,
     scheduler,
     latents: torch.Tensor,
     *,
-    frame_lag: int,
+    chunk_size: int,
+    lag: int | None = None,
+    context: torch.Tensor | None = None,
+    context_timestep: int = 0,
     guidance_scale: float = 1.0,
     conditioning: torch.Tensor | None = None,
-    causal: bool = False,
+    cache=None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     on_step_end: StepCallback | None = None,
     progress: Callable[[Iterable], Iterable] = lambda steps: steps,
 ) -> torch.Tensor:
-    """Staggered ("diagonal") sampling of (B, C, F, h, w) latents on the timestep grid of `scheduler`
-    (its timesteps already set): frame f runs `frame_lag * f` steps behind frame 0 (FIFO-Diffusion's
-    diagonal denoising, the sampling of diffusion forcing). Every step calls the model once with a
-    timestep per frame (B, F) and moves each frame that is under way one step along the grid with
-    the deterministic DDIM update (`DDIMScheduler.step`, per frame; any prediction type); frames not
-    yet started stay pure noise, finished ones stay clean and are shown to the model at t = 0. So a
-    directed model denoises each frame next to the cleaner frames before it, instead of deciding
-    every frame's content at once from their equally noisy states. N + frame_lag * (F - 1) model
-    calls for N steps; frame_lag = 0 is synchronous DDIM. `causal`: the model's frame f depends on
-    frames <= f only (directed temporal attention), so frames not yet started are left out of its
-    input (same result, fewer frames computed while the later frames wait)."""
+    """Causal sampling of (B, C, F, h, w) latents on the timestep grid of `scheduler` (its timesteps
+    already set), following `frame_schedule(steps, F - k, chunk_size, lag)`: every model call gives each
+    frame its own timestep (B, F) and moves each frame under way one step along the grid with the
+    deterministic DDIM update (`DDIMScheduler.step`, any prediction type).
+
+    `context` (B, C, k, h, w): clean latents of the first k frames, given (image-to-video, a clip to
+    continue); they and every finished frame are shown to the model at `context_timestep` (0: clean;
+    t > 0: re-noised once with fixed noise, as "lightly noised context" is trained). With a `cache` (an empty
+    `models.temporal_attention.TemporalCache`, for a model whose frame f depends on frames <= f only:
+    directed temporal attention; passed to the model as `cache=`) each call computes only the frames
+    under way: the finished frames before them enter through the cache of their temporal keys and
+    values (computed once, in the first call after they finish), and frames not yet started are left
+    out. So the result for frames <= f does not depend on the noise of later frames. Without a cache
+    (a bidirectional model) every call computes the whole clip."""
     ddim = DDIMScheduler.from_config(scheduler.config)
     ddim.set_timesteps(len(scheduler.timesteps), device=latents.device)
     grid, n = ddim.timesteps, len(ddim.timesteps)
-    levels = staggered_levels(n, latents.shape[2], frame_lag)
-    for i in progress(range(len(levels) - 1)):
-        level, after = levels[i].to(latents.device), levels[i + 1].to(latents.device)
-        t = torch.where(level < n, grid[level.clamp(max=n - 1)], torch.zeros_like(grid[0]))
-        # with a causal model, frames that wait at pure noise cannot change the others: leave them out
-        upto = int((after > 0).sum()) if causal else latents.shape[2]
-        prediction = guided_prediction(model, latents[:, :, :upto], t[:upto].expand(len(latents), -1), guidance_scale,
-                                       None if conditioning is None else conditioning[:, :, :upto])
-        latents = latents.clone()
+    batch, frames = latents.shape[0], latents.shape[2]
+    known = 0 if context is None else context.shape[2]
+    latents = latents.clone()
+    if known:
+        latents[:, :, :known] = context.to(latents.dtype)
+    schedule = [torch.cat([torch.full((known,), n), levels]).to(latents.device)
+                for levels in frame_schedule(n, frames - known, chunk_size, lag)]
+    context_noise = None
+    if context_timestep:
+        context_noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    t_context = torch.tensor(context_timestep, device=latents.device, dtype=grid.dtype)
+    for i in progress(range(len(schedule) - 1)):
+        level, after = schedule[i], schedule[i + 1]
         moving = after > level
+        finished = level == n
+        t = torch.where(finished, t_context, grid[level.clamp(max=n - 1)])
+        shown = latents
+        if context_noise is not None:  # finished frames re-noised to the context level
+            noised = ddim.add_noise(latents, context_noise, t_context.reshape(1))
+            shown = torch.where(finished[None, None, :, None, None], noised, latents)
+        start, upto = 0, frames
+        if cache is not None:  # finished frames before `start` are cached; frames after `upto` wait at pure noise
+            start, upto = len(cache), int((after > 0).sum())
+            cache.store = int(finished[start:].long().cumprod(0).sum())  # finished frames not yet cached
+        prediction = guided_prediction(model, shown[:, :, start:upto], t[start:upto].expand(batch, -1), guidance_scale,
+                                       None if conditioning is None else conditioning[:, :, start:upto],
+                                       **({} if cache is None else {"cache": cache}))
+        latents = latents.clone()
         for j in level[moving].unique().tolist():
-            frames = ((level == j) & moving).nonzero().flatten()
-            latents[:, :, frames] = ddim.step(prediction[:, :, frames], grid[j], latents[:, :, frames]).prev_sample
+            group = ((level == j) & moving).nonzero().flatten()
+            latents[:, :, group] = ddim.step(prediction[:, :, group - start], grid[j], latents[:, :, group]).prev_sample
         if on_step_end is not None:
             latents, stop = on_step_end(i, t, latents)
             if stop:

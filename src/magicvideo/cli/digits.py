@@ -81,7 +81,10 @@ def add_eval_parser(subparsers, name: str) -> None:
     e.add_argument("--limit", type=int, default=80, help="evaluate a fixed random subset of this many (prompt, fps, seed) jobs; 0 = all (default: 80)")
     e.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
     e.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default: 7.5)")
-    e.add_argument("--frame-lag", type=int, help="staggered sampling of the keyframes (see generate --help; default: the model's own)")
+    e.add_argument("--chunk-size", type=int, help="causal sampling of the keyframes: frames made together "
+                   "(see generate --help; default: the model's own)")
+    e.add_argument("--frame-lag", type=int, help="causal sampling: steps each chunk runs behind the one before "
+                   "(see generate --help; default: the model's own)")
     e.add_argument("--batch-size", type=int, default=8, help="clips generated at once (default: 8)")
     e.add_argument("--classifier", type=Path, help="classifier directory (default: the shipped one)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
@@ -177,12 +180,15 @@ def run_eval(args) -> int:
             if stages["upscale"] or cascade.interpolation is not None:
                 # one clip at a time, seeded per clip, so that --keyframes-only scores the very keyframes
                 # that the cascade interpolates (a paired comparison)
-                generate = cascade_generator(cascade, args.steps, args.guidance, frame_lag=args.frame_lag, **stages)
+                generate = cascade_generator(cascade, args.steps, args.guidance, chunk_size=args.chunk_size,
+                                             frame_lag=args.frame_lag, **stages)
             else:  # a keyframe model alone: batched
-                generate = pipeline_generator(cascade.keyframes, args.steps, args.guidance, args.decoder, args.frame_lag)
+                generate = pipeline_generator(cascade.keyframes, args.steps, args.guidance, args.decoder, args.chunk_size,
+                                              args.frame_lag)
         metrics = evaluate_generator(generate, jobs, batch_size=args.batch_size, classifier=classifier)
         if not args.real:
-            metrics["stages"] = {**stages, "frame_lag": cascade.keyframes.effective_frame_lag(args.frame_lag)}
+            chunk, lag = cascade.keyframes.sampling_plan(16, args.chunk_size, args.frame_lag)
+            metrics["stages"] = {**stages, "chunk_size": chunk, "frame_lag": lag}
         metrics["references"] = coherence_references(
             jobs, None if args.real else cascade.keyframes.vae,
             ("image", "video") if not args.real and cascade.has_video_decoder else ("image",))

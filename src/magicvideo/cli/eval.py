@@ -156,7 +156,7 @@ def run_protocol(args: argparse.Namespace) -> int:
     settings = generation_settings(
         pipe, num_frames=args.frames, height=args.height, width=args.width,
         num_inference_steps=args.steps, guidance_scale=args.guidance,
-        negative_prompt=args.negative, fps=args.fps, frame_lag=args.frame_lag,
+        negative_prompt=args.negative, fps=args.fps, chunk_size=args.chunk_size, frame_lag=args.frame_lag,
     )  # fmt: skip
     extra = {"prompts_file": str(Path(args.prompts).resolve()), "limit": args.limit,
              "num_prompts": len(prompts), "seed": args.seed,

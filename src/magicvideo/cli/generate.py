@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..loading import DTYPES
 from . import UserError, loading_without_gc
-
-DTYPES = ("fp32", "fp16", "bf16")
 
 
 def register(subparsers) -> None:
@@ -55,16 +54,19 @@ def add_generation_options(p) -> None:
     p.add_argument("--height", type=int, help="frame height in pixels (default: the model's)")
     p.add_argument("--width", type=int, help="frame width in pixels (default: the model's)")
     p.add_argument("--scheduler", help="sampler: ddim, ddpm, dpm++ (DPM-Solver++), euler (default: the model's own)")
-    p.add_argument("--frame-lag", type=int, help="staggered sampling: each keyframe runs this many steps behind the one "
-                   "before (DDIM updates; steps + lag x (frames - 1) model calls), so a directed model denoises every "
-                   "frame next to cleaner earlier ones; 0 = all frames at once (default: the model's own)")
+    p.add_argument("--chunk-size", type=int, help="causal sampling: keyframes are made this many at a time, each chunk "
+                   "denoised beside the finished frames before it (DDIM updates); the number of frames = all at once "
+                   "(default: the model's own)")
+    p.add_argument("--frame-lag", type=int, help="causal sampling: each chunk starts this many steps after the one "
+                   "before (staggered; alone, it staggers single frames); 0 = all frames at once (default: when the "
+                   "chunk before is finished)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="weights precision (default: fp16 on cuda, fp32 on cpu)")
 
 
 def pipeline_from_args(args):
     """The keyframe pipeline of --model/--device/--dtype with --scheduler swapped in."""
-    from ..loading import load_pipeline
+    from ..pipelines.keyframes import load_pipeline
 
     pipe = load_pipeline(args.model, args.device, args.dtype)
     if args.scheduler:
@@ -119,13 +121,15 @@ OPTION_NAMES = {"num_frames": "--frames", "num_inference_steps": "--steps", "gui
                 "negative_prompt": "--negative", "model": "--model", "scheduler": "--scheduler", "seed": "--seed",
                 "device": "--device", "dtype": "--dtype", "interpolate": "--interpolate", "upscale": "--upscale",
                 "decoder": "--decoder", "num_upscale_steps": "--upscale-steps", "noise_level": "--noise-level",
-                "interpolation_steps": "--interpolation-steps", "frame_lag": "--frame-lag"}
+                "interpolation_steps": "--interpolation-steps", "frame_lag": "--frame-lag",
+                "chunk_size": "--chunk-size", "context_timestep": "--context-timestep"}
 
 
 def pipeline_settings(args) -> dict:
     """The pipeline call arguments set by the generation options shared by `generate` and `eval protocol`."""
     return dict(negative_prompt=args.negative, num_frames=args.frames, height=args.height, width=args.width,
-                num_inference_steps=args.steps, guidance_scale=args.guidance, frame_lag=args.frame_lag)
+                num_inference_steps=args.steps, guidance_scale=args.guidance, chunk_size=args.chunk_size,
+                frame_lag=args.frame_lag)
 
 
 def read_prompts_file(path: str, option: str = "--prompts-file") -> list[str]:

@@ -10,7 +10,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 # Spelled out, not imported: importing the library's tables pulls in torch and diffusers, and
 # `magicvideo --help` must stay fast. The library validates the values; tests/test_cli.py checks
 # that these lists equal its tables.
-TEMPORAL_ATTENTION_MODES = ("directed", "directed_post_softmax", "bidirectional", "none")
+TEMPORAL_ATTENTION_MODES = ("directed", "bidirectional", "none")
 SCHEDULERS = ("ddim", "ddpm", "dpm++", "euler")
 
 

@@ -23,27 +23,32 @@ LOCK = "generation.json"  # how the clips of the output folder were made (checke
 
 def generation_settings(pipe, num_frames: int | None = None, height: int | None = None, width: int | None = None,
                         num_inference_steps: int = 25, guidance_scale: float = 7.5,
-                        negative_prompt: str | None = None, fps: float = 8, frame_lag: int | None = None) -> dict:
+                        negative_prompt: str | None = None, fps: float = 8, chunk_size: int | None = None,
+                        frame_lag: int | None = None) -> dict:
     """The effective settings of a pipeline call (defaults resolved from the model)."""
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    frames = pipe.unet.config.num_frames if num_frames is None else num_frames
+    chunk_size, frame_lag = pipe.sampling_plan(frames, chunk_size, frame_lag)
     return {
         "steps": num_inference_steps,
         "guidance": guidance_scale,
         "fps": fps,
-        "frames": pipe.unet.config.num_frames if num_frames is None else num_frames,
+        "frames": frames,
         "height": size if height is None else height,
         "width": size if width is None else width,
         "scheduler": type(pipe.scheduler).__name__,
         "negative_prompt": negative_prompt or "",
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-        "frame_lag": pipe.effective_frame_lag(frame_lag),
+        "chunk_size": chunk_size,
+        "frame_lag": frame_lag,
     }
 
 
 def _pipe_kwargs(settings: dict) -> dict:
     return dict(num_inference_steps=settings["steps"], guidance_scale=settings["guidance"],
                 num_frames=settings["frames"], height=settings["height"], width=settings["width"],
-                negative_prompt=settings["negative_prompt"] or None, frame_lag=settings.get("frame_lag"))
+                negative_prompt=settings["negative_prompt"] or None, chunk_size=settings.get("chunk_size"),
+                frame_lag=settings.get("frame_lag"))
 
 
 def _update_lock(out_dir: Path, model: str, fingerprint: str, settings: dict, jobs: Sequence[ClipJob],

@@ -21,11 +21,15 @@ class FrameAdaptor(nn.Module):
         self.scale = nn.Parameter(torch.ones(num_frames, channels))
         self.shift = nn.Parameter(torch.zeros(num_frames, channels))
 
-    def forward(self, x: torch.Tensor, num_frames: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, bias: torch.Tensor | None = None,
+                frame_offset: int = 0) -> torch.Tensor:
         """S^i * (x^i + bias) + B^i, computed as S^i * x^i + (S^i * bias + B^i): one pass over `x`, so that a
-        convolution can leave its bias to the adaptor (`FrameAdaptedConv2d`)."""
-        f = num_frames
-        scale, shift = self.scale[:f].to(x.dtype), self.shift[:f].to(x.dtype)
+        convolution can leave its bias to the adaptor (`FrameAdaptedConv2d`). The frames of `x` are frames
+        `frame_offset`, ... of the clip (a causal sampler calls the model on a clip's later frames)."""
+        f, first = num_frames, frame_offset
+        if first + f > len(self.scale):
+            raise ValueError(f"frames {first}...{first + f - 1}: this model has adaptors for {len(self.scale)} frames")
+        scale, shift = self.scale[first:first + f].to(x.dtype), self.shift[first:first + f].to(x.dtype)
         if bias is not None:
             shift = torch.addcmul(shift, scale, bias.to(x.dtype))
         x = rearrange(x, "(b f) c h w -> b f c h w", f=f)
@@ -54,9 +58,9 @@ class FrameAdaptedConv2d(nn.Conv2d):
             new.bias = conv.bias
         return new
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, frame_offset: int = 0) -> torch.Tensor:
         # the convolution without its bias; the adaptor adds it (scaled) in its single pass over the output
-        return self.adaptor(self._conv_forward(x, self.weight, None), num_frames, self.bias)
+        return self.adaptor(self._conv_forward(x, self.weight, None), num_frames, self.bias, frame_offset)
 
 
 def add_frame_adaptors(model: nn.Module, num_frames: int) -> None:

@@ -5,30 +5,21 @@ and attended over time. "Directed" means frame p attends only to frames q <= p.
 
 Modes:
 - ``"directed"`` (default): causal mask applied *before* the softmax. Strictly causal: output
-  frame p is a function of input frames <= p only.
-- ``"directed_post_softmax"``: the paper's literal form A = softmax(QK^T / sqrt(d)) * M, with the
-  mask applied *after* the softmax and no renormalisation. It is not strictly causal: the softmax
-  normaliser of frame p still sums over the keys of later frames, so later frames change how much
-  frame p takes from earlier ones.
+  frame p is a function of input frames <= p only. (The paper writes the mask as multiplying the
+  softmax output, A = softmax(QK^T / sqrt(d)) * M, without renormalising; that form is not causal,
+  since the softmax normaliser of frame p still sums over the keys of later frames, so it is not
+  offered.)
 - ``"bidirectional"``: every frame attends to every frame (ablation).
 - ``"none"``: no temporal attention at all (the model has adaptors only; ablation).
 
-Scopes (beyond the paper, a config switch; issue #13):
-- ``"position"`` (default, the paper): a token attends to the other frames' tokens at its own
-  spatial position, a sequence of F tokens.
-- ``"space_time"``: a token attends to every spatial token of the frames it may see (all frames'
-  for "bidirectional", frames q <= p for the directed modes), a sequence of F * H * W tokens, so
-  that it can follow content that moves between frames. Same weights as "position": a trained
-  model can be switched. With ``spatial_position=True`` the space-time tokens also carry a 2D
-  sinusoidal encoding of their (row, column), as ViViT's and Latte's space-time tokens do, so that
-  attention can tell where in the frame a token sits (the "position" scope has no need: its
-  sequence is one position).
-
-Frame positions (beyond the paper, a config switch; issue #13):
+Frame positions (a config switch):
 - ``"absolute"`` (default): a sinusoidal encoding of the frame index is added to every token.
 - ``"relative"``: rotary embeddings (RoFormer) of the frame index turn q and k, so that the attention
-  logit of frame p for frame q depends on their contents and on p - q only, and nothing about the
-  frame index enters the values: "take from the frame before" is the same operation at every frame.
+  logit of frame p for frame q depends on their contents and on p - q only.
+
+Causal sampling calls the model on a few frames at a time beside frames already finished: a
+`TemporalCache` holds the keys and values of the finished frames (computed once), and
+`frame_offset` gives the index of the first frame of the call within the clip.
 """
 
 from __future__ import annotations
@@ -39,8 +30,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 from einops import rearrange
 from torch import nn
 
-TEMPORAL_ATTENTION_MODES = ("directed", "directed_post_softmax", "bidirectional", "none")
-TEMPORAL_ATTENTION_SCOPES = ("position", "space_time")
+TEMPORAL_ATTENTION_MODES = ("directed", "bidirectional", "none")
 FRAME_POSITION_ENCODINGS = ("absolute", "relative")
 
 
@@ -56,37 +46,42 @@ def rotate_by_frame(x: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
-def temporal_attention(q, k, v, mode: str, tokens_per_frame: int = 1) -> torch.Tensor:
-    """Multi-head attention over frames; q, k, v are (N, heads, L, d), L = frames * tokens_per_frame,
-    frame by frame (token i is frame i // tokens_per_frame); the directed modes let a token see the
-    tokens of its own and earlier frames."""
-    if mode == "bidirectional":
-        return F.scaled_dot_product_attention(q, k, v)
-    if mode == "directed" and tokens_per_frame == 1:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if mode == "directed":  # frame by frame, each against the keys up to its own frame: the same result as one
-        n = tokens_per_frame  # call with a (L, L) mask, about 0.45x its time (benchmarks/space_time_attention.py)
-        return torch.cat([F.scaled_dot_product_attention(q[..., i:i + n, :], k[..., :i + n, :], v[..., :i + n, :])
-                          for i in range(0, q.shape[-2], n)], dim=-2)
-    if mode == "directed_post_softmax":
-        frame = torch.arange(q.shape[-2], device=q.device) // tokens_per_frame
-        visible = frame[None, :] <= frame[:, None]  # (query, key)
-        weights = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
-        return (weights * visible) @ v
-    raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTION_MODES}, got {mode!r}")
+class TemporalCache:
+    """Keys and values of finished frames, one entry per temporal attention layer.
 
+    A causal sampler calls the U-Net on the frames it is making, beside frames already finished:
+    rather than recompute the finished frames at every step, their keys and values (which depend on
+    themselves and earlier frames only) are kept here. A call made with `store` = n appends the keys
+    and values of its first n frames to the cache (those frames are final from then on); a call
+    attends to the cached frames followed by its own. Batch layout and frame positions must match
+    between the calls (the cached frames come first in the clip)."""
 
-def spatial_position_encoding(height: int, width: int, channels: int, device=None) -> torch.Tensor:
-    """(height * width, channels), rows then columns: half the channels encode the row, half the column
-    (the sinusoidal encoding of the frame index, applied to each axis)."""
-    rows, cols = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
-    return torch.cat([get_timestep_embedding(axis.reshape(-1), channels // 2, flip_sin_to_cos=True)
-                      for axis in (rows, cols)], dim=-1)
+    def __init__(self):
+        self.entries: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.num_frames = 0
+        self.store = 0
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def attend(self, layer: nn.Module, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values (N, heads, cached + L, d) that `layer`'s call attends to; appends the first
+        `store` frames of this call's own to the cache (`commit` advances the frame count)."""
+        past = self.entries.get(id(layer))
+        full_k, full_v = (k, v) if past is None else (torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2))
+        if self.store:
+            upto = self.num_frames + self.store
+            self.entries[id(layer)] = (full_k[:, :, :upto], full_v[:, :, :upto])
+        return full_k, full_v
+
+    def commit(self) -> None:
+        """After a call with `store` = n: the n frames are cached from now on."""
+        self.num_frames += self.store
+        self.store = 0
 
 
 class DirectedTemporalAttention(nn.Module):
-    """Multi-head self-attention over the frames at each spatial position (`scope="position"`) or
-    over all the tokens of the frames (`scope="space_time"`).
+    """Multi-head self-attention over the frames at each spatial position.
 
     LayerNorm, a frame-position encoding (`frame_position`: a sinusoid added to the tokens, or rotary
     on q and k), q/k/v projections, attention over frames (masked according to `mode`) and an output
@@ -94,25 +89,18 @@ class DirectedTemporalAttention(nn.Module):
     unchanged until trained.
     """
 
-    def __init__(self, channels: int, num_heads: int = 8, mode: str = "directed", scope: str = "position",
-                 spatial_position: bool = False, frame_position: str = "absolute"):
+    def __init__(self, channels: int, num_heads: int = 8, mode: str = "directed", frame_position: str = "absolute"):
         super().__init__()
         if mode not in TEMPORAL_ATTENTION_MODES or mode == "none":
             raise ValueError(f"mode must be one of {TEMPORAL_ATTENTION_MODES[:-1]}, got {mode!r}")
-        if scope not in TEMPORAL_ATTENTION_SCOPES:
-            raise ValueError(f"scope must be one of {TEMPORAL_ATTENTION_SCOPES}, got {scope!r}")
         if channels % num_heads:
             raise ValueError(f"temporal attention: {channels} channels do not split into {num_heads} heads")
-        if spatial_position and channels % 4:
-            raise ValueError(f"spatial position encoding: {channels} channels are not a multiple of 4")
         if frame_position not in FRAME_POSITION_ENCODINGS:
             raise ValueError(f"frame_position must be one of {FRAME_POSITION_ENCODINGS}, got {frame_position!r}")
         if frame_position == "relative" and (channels // num_heads) % 2:
             raise ValueError(f"relative frame positions: {channels // num_heads} channels per head are not even")
         self.frame_position = frame_position
         self.mode = mode
-        self.spatial_position = spatial_position
-        self.scope = scope
         self.num_heads = num_heads
         self.norm = nn.LayerNorm(channels)
         self.to_q = nn.Linear(channels, channels, bias=False)
@@ -122,25 +110,33 @@ class DirectedTemporalAttention(nn.Module):
         nn.init.zeros_(self.to_out.weight)
         nn.init.zeros_(self.to_out.bias)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """`x` is (batch * num_frames, C, H, W), frames folded into the batch."""
+    def forward(self, x: torch.Tensor, num_frames: int, frame_offset: int = 0,
+                cache: TemporalCache | None = None) -> torch.Tensor:
+        """`x` is (batch * num_frames, C, H, W), frames folded into the batch; its frames are frames
+        `frame_offset`, ... of the clip. With a `cache` (directed mode only), they also attend to the
+        cached earlier frames."""
         f, (_, c, h, w) = num_frames, x.shape
-        frame = torch.arange(f, device=x.device)
-        if self.scope == "position":  # a sequence of frames at each spatial position
-            sequences, tokens_per_frame = "(b h w) f c", 1
-        else:  # one sequence of all the clip's tokens
-            sequences, tokens_per_frame = "b (f h w) c", h * w
-        token_frame = frame.repeat_interleave(tokens_per_frame)
+        frame = torch.arange(frame_offset, frame_offset + f, device=x.device)
         absolute = self.frame_position == "absolute"
-        position = get_timestep_embedding(token_frame, c, flip_sin_to_cos=True).to(x.dtype) if absolute else 0
-        if self.scope == "space_time" and self.spatial_position:
-            position = position + spatial_position_encoding(h, w, c, x.device).to(x.dtype).repeat(f, 1)
-        tokens = self.norm(rearrange(x, f"(b f) c h w -> {sequences}", f=f)) + position
+        position = get_timestep_embedding(frame, c, flip_sin_to_cos=True).to(x.dtype) if absolute else 0
+        tokens = self.norm(rearrange(x, "(b f) c h w -> (b h w) f c", f=f)) + position
         q, k, v = (
             rearrange(proj(tokens), "n l (heads d) -> n heads l d", heads=self.num_heads)
             for proj in (self.to_q, self.to_k, self.to_v)
         )
         if not absolute:
-            q, k = rotate_by_frame(q, token_frame), rotate_by_frame(k, token_frame)
-        out = rearrange(temporal_attention(q, k, v, self.mode, tokens_per_frame), "n heads l d -> n l (heads d)")
-        return rearrange(self.to_out(out), f"{sequences} -> (b f) c h w", f=f, h=h, w=w)
+            q, k = rotate_by_frame(q, frame), rotate_by_frame(k, frame)
+        if self.mode == "bidirectional":
+            if cache is not None:
+                raise ValueError("a temporal cache needs directed (causal) temporal attention")
+            out = F.scaled_dot_product_attention(q, k, v)
+        elif cache is None or len(cache) == 0 and not cache.store:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            past = len(cache)
+            k, v = cache.attend(self, k, v)
+            # query i (frame past + i) sees keys 0 ... past + i
+            visible = torch.ones(f, past + f, dtype=torch.bool, device=x.device).tril(past)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+        out = rearrange(out, "n heads l d -> n l (heads d)")
+        return rearrange(self.to_out(out), "(b h w) f c -> (b f) c h w", f=f, h=h, w=w)

@@ -6,11 +6,11 @@ names) applied to every frame, inflated with
 - directed temporal attention in parallel with every spatial transformer:
   z = S-Attn(z) + T-Attn(z) (`temporal_attention.py`, `unet_3d_blocks.py`),
 - an FPS embedding Linear(SiLU(Linear(Sin(v)))) added to the timestep embedding.
-There are no 3D or temporal convolutions in the paper's design (`temporal_convolution`, beyond the
-paper, adds a causal one beside res-blocks). With the adaptors at identity, the temporal output
+There are no 3D or temporal convolutions, as in the paper. With the adaptors at identity, the temporal output
 projections at zero and the FPS embedding's last layer at zero (their initial values), the model
 equals the 2D U-Net applied to each frame. The clip's frame count is read from the input's shape
-and passed down explicitly; no module keeps per-call state.
+and passed down explicitly; no module keeps per-call state. Timesteps may be one per frame, and a
+`TemporalCache` of finished frames lets a causal sampler compute only the frames it is making.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -29,14 +28,7 @@ from diffusers.utils import BaseOutput
 from einops import rearrange, repeat
 
 from .adaptor import add_frame_adaptors
-from .first_frame_attention import SPATIAL_ATTENTION_MODES, FirstFrameAttnProcessor
-from .temporal_attention import (
-    FRAME_POSITION_ENCODINGS,
-    TEMPORAL_ATTENTION_MODES,
-    TEMPORAL_ATTENTION_SCOPES,
-    DirectedTemporalAttention,
-)
-from .temporal_convolution import CausalTemporalConvolution
+from .temporal_attention import FRAME_POSITION_ENCODINGS, TEMPORAL_ATTENTION_MODES, DirectedTemporalAttention, TemporalCache
 from .unet_3d_blocks import SUPPORTED_BLOCKS, FrameInputs, SpatioTemporalTransformer, down_block, mid_block, up_block
 
 # The subset of UNet2DConditionModel's configuration that the 3D U-Net supports (Stable Diffusion
@@ -60,12 +52,10 @@ def _per_frame(x: torch.Tensor | None, frames: int) -> torch.Tensor | None:
     return None if x is None else repeat(x, "b ... -> (b f) ...", f=frames)
 
 
-def _per_level(flags: bool | tuple[bool, ...], levels: int, name: str) -> tuple[bool, ...]:
-    """One flag per down block (the up blocks mirror them, the mid block takes the last)."""
-    flags = (flags,) * levels if isinstance(flags, bool) else tuple(flags)
-    if len(flags) != levels:
-        raise ValueError(f"{name}: one flag per down block ({levels}), got {flags!r}")
-    return flags
+# configuration keys that existed once: a config that still names one fails with what became of it
+REMOVED_CONFIG_KEYS = {key: "measured and not adopted (docs/experiments.md; the code is in git history at 82abbbb)"
+                       for key in ("spatial_attention", "temporal_attention_scope", "space_time_attention",
+                                   "spatial_position_encoding", "temporal_convolution")}
 
 
 def _folded(x: torch.Tensor) -> torch.Tensor:
@@ -84,20 +74,10 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
     """MagicVideo's 3D U-Net. `sample` is (B, C, F, H, W) with F <= `num_frames`.
 
     Spatial arguments are those of diffusers' `UNet2DConditionModel`. MagicVideo's own:
-    `num_frames` (number of per-frame adaptor entries), `temporal_attention` (one of
-    "directed", "directed_post_softmax", "bidirectional", "none"), `temporal_attention_heads`,
-    `use_fps_embedding`, `spatial_attention` ("frame": the paper's per-frame spatial attention;
-    "first_frame": keys/values also from frame 0, see `first_frame_attention.py`),
-    `temporal_attention_scope` ("position": the paper's attention over the frames at each spatial
-    position; "space_time": over all the tokens of the visible frames, see `temporal_attention.py`),
-    `space_time_attention` (one flag, or one per down block, mirrored by the up blocks, the mid block
-    taking the last: a second, zero-initialised temporal branch of scope "space_time" beside the
-    temporal attention of those levels; beyond the paper, see `with_new_layers`),
-    `spatial_position_encoding` (space-time attentions also encode each token's row and column),
-    `temporal_convolution` (one flag, or one per down block as `space_time_attention`: a zero-initialised
-    causal space-time convolution beside every res-block of those levels; beyond the paper, see
-    `temporal_convolution.py`), `temporal_position_encoding` ("absolute": the frame index's sinusoid
-    added to the tokens; "relative": rotary embeddings, logits that depend on frame distance only; see
+    `num_frames` (number of per-frame adaptor entries), `temporal_attention` (one of "directed",
+    "bidirectional", "none"), `temporal_attention_heads`, `use_fps_embedding`,
+    `temporal_position_encoding` ("absolute": the frame index's sinusoid added to the tokens;
+    "relative": rotary embeddings, logits that depend on frame distance only; see
     `temporal_attention.py`).
     """
 
@@ -140,11 +120,6 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         temporal_attention: str = "directed",
         temporal_attention_heads: int = 8,
         use_fps_embedding: bool = True,
-        spatial_attention: str = "frame",
-        temporal_attention_scope: str = "position",
-        space_time_attention: bool | tuple[bool, ...] = False,
-        spatial_position_encoding: bool = False,
-        temporal_convolution: bool | tuple[bool, ...] = False,
         temporal_position_encoding: str = "absolute",
     ):
         super().__init__()
@@ -169,33 +144,15 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         self.num_upsamplers = len(up_block_types) - 1
         self.gradient_checkpointing = False
 
-        levels = len(down_block_types)
-        space_time = _per_level(space_time_attention, levels, "space_time_attention")
-        temporal_conv = _per_level(temporal_convolution, levels, "temporal_convolution")
-        level_of = {}  # parent module -> resolution level (up blocks mirror the down blocks; mid: the lowest)
-        for level, block in enumerate(self.down_blocks):
-            level_of[block] = level
-        for index, block in enumerate(self.up_blocks):
-            level_of[block] = levels - 1 - index
-        if self.mid_block is not None:
-            level_of[self.mid_block] = levels - 1
-        for block, level in level_of.items():
+        blocks = [*self.down_blocks, *self.up_blocks] + ([self.mid_block] if self.mid_block is not None else [])
+        for block in blocks:
             for index, child in enumerate(getattr(block, "attentions", None) or []):
                 if not isinstance(child, Transformer2DModel):
                     continue
                 temporal = None if temporal_attention == "none" else DirectedTemporalAttention(
-                    child.in_channels, temporal_attention_heads, temporal_attention, temporal_attention_scope,
-                    spatial_position_encoding, temporal_position_encoding)
-                extra = DirectedTemporalAttention(child.in_channels, temporal_attention_heads,
-                                                  "directed" if temporal_attention == "none" else temporal_attention,
-                                                  "space_time", spatial_position_encoding,
-                                                  temporal_position_encoding) if space_time[level] else None
-                block.attentions[index] = SpatioTemporalTransformer.inflate(child, temporal, extra)
-            if temporal_conv[level]:
-                for res in block.resnets:
-                    res.temporal_convolution = CausalTemporalConvolution(res.out_channels, norm_groups=norm_num_groups or 32)
+                    child.in_channels, temporal_attention_heads, temporal_attention, temporal_position_encoding)
+                block.attentions[index] = SpatioTemporalTransformer.inflate(child, temporal)
         add_frame_adaptors(self, num_frames)
-        self.set_spatial_attention(spatial_attention)
         self.fps_proj = self.fps_embedding = None
         if use_fps_embedding:
             time_embed_dim = self.time_embedding.linear_1.out_features
@@ -203,6 +160,20 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
             self.fps_embedding = TimestepEmbedding(block_out_channels[0], time_embed_dim)
             torch.nn.init.zeros_(self.fps_embedding.linear_2.weight)
             torch.nn.init.zeros_(self.fps_embedding.linear_2.bias)
+
+    @classmethod
+    def from_config(cls, config=None, **kwargs):
+        """diffusers' `from_config` (also behind `from_pretrained`), refusing the keys of removed
+        experiments instead of ignoring them."""
+        names = set(config or {}) | set(kwargs)
+        removed = sorted(names & set(REMOVED_CONFIG_KEYS))
+        if removed:
+            raise ValueError(f"{removed[0]}: removed from MagicVideoUNet3D's configuration ({REMOVED_CONFIG_KEYS[removed[0]]})")
+        mode = dict(config or {}, **kwargs).get("temporal_attention")
+        if mode == "directed_post_softmax":
+            raise ValueError("temporal_attention: 'directed_post_softmax' was removed (the paper's literal post-softmax "
+                             "mask is not causal; see models/temporal_attention.py)")
+        return super().from_config(config, **kwargs)
 
     @classmethod
     def from_unet2d(cls, unet2d: UNet2DConditionModel, num_frames: int = 16, **config_overrides) -> "MagicVideoUNet3D":
@@ -227,72 +198,15 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
             raise RuntimeError(f"inflation mismatch: unexpected {unexpected}, missing {sorted(set(missing) - new)}")
         return model
 
-    def set_spatial_attention(self, mode: str) -> None:
-        """Switch every spatial self-attention between "frame" (per frame, the paper) and "first_frame"
-        (keys/values also from frame 0); no weights change, so a trained model can be switched."""
-        if mode not in SPATIAL_ATTENTION_MODES:
-            raise ValueError(f"spatial_attention must be one of {SPATIAL_ATTENTION_MODES}, got {mode!r}")
-        for module in self.modules():
-            if isinstance(module, SpatioTemporalTransformer):
-                module.first_frame_attention = mode == "first_frame"
-                for block in module.transformer_blocks:  # both attentions take the num_frames argument
-                    for attention in (block.attn1, getattr(block, "attn2", None)):
-                        if attention is not None:
-                            attention.set_processor(FirstFrameAttnProcessor() if mode == "first_frame"
-                                                    else AttnProcessor2_0())
-        self.register_to_config(spatial_attention=mode)
-
-    def with_new_layers(self, **flags: bool | tuple[bool, ...]) -> "MagicVideoUNet3D":
-        """A copy of this model with zero-initialised layers added at the levels given by `flags`:
-        `space_time_attention` and/or `temporal_convolution` (one flag, or one per down block; see the
-        class). Every weight is copied, so before training the copy computes exactly what this model
-        computes."""
-        added = {"space_time_attention": ".space_time_attention.", "temporal_convolution": ".temporal_convolution."}
-        unknown = set(flags) - set(added)
-        if unknown:
-            raise ValueError(f"with_new_layers: {sorted(unknown)} add no layers; use {sorted(added)}")
-        config = {key: value for key, value in self.config.items() if not key.startswith("_")}
-        model = type(self)(**{**config, **flags}).to(self.device, self.dtype)
-        missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
-        if unexpected or any(not any(added[key] in name for key in flags) for name in missing):
-            raise RuntimeError(f"extension mismatch: unexpected {unexpected}, missing {missing}")
-        return model  # the config carried the attention modes over
-
-    def set_temporal_attention(self, mode: str | None = None, scope: str | None = None,
-                               spatial_position: bool | None = None) -> None:
-        """Switch every temporal attention's mask (`mode`: "directed", "directed_post_softmax",
-        "bidirectional"; the space-time branches' too), the T-Attn `scope` ("position",
-        "space_time"; the branches stay "space_time") and/or whether space-time attentions encode
-        each token's row and column (`spatial_position`; every layer); no weights change, so a trained
-        model can be switched (to or from "none" it cannot: that adds or removes weights)."""
-        transformers = [module for module in self.modules() if isinstance(module, SpatioTemporalTransformer)]
-        layers = [t.temporal_attention for t in transformers if t.temporal_attention is not None]
-        branches = [t.space_time_attention for t in transformers if t.space_time_attention is not None]
-        if not layers:
-            raise ValueError("this U-Net has no temporal attention (temporal_attention='none') to switch")
-        if mode is not None and (mode not in TEMPORAL_ATTENTION_MODES or mode == "none"):
-            raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTION_MODES[:-1]}, got {mode!r}")
-        if scope is not None and scope not in TEMPORAL_ATTENTION_SCOPES:
-            raise ValueError(f"temporal_attention_scope must be one of {TEMPORAL_ATTENTION_SCOPES}, got {scope!r}")
-        for layer in layers + branches:  # the mask applies to the space-time branches too, the scope does not
-            layer.mode = mode or layer.mode
-            layer.spatial_position = layer.spatial_position if spatial_position is None else spatial_position
-        for layer in layers:
-            layer.scope = scope or layer.scope
-        self.register_to_config(temporal_attention=layers[0].mode, temporal_attention_scope=layers[0].scope,
-                                spatial_position_encoding=layers[0].spatial_position)
-
     @property
     def is_causal(self) -> bool:
-        """Whether frame f's output depends on frames <= f only: true unless the temporal attention (and
-        with it the space-time branches) is bidirectional; first-frame attention and the temporal
-        convolution are causal by construction."""
+        """Whether frame f's output depends on frames <= f only: true unless the temporal attention is
+        bidirectional."""
         return self.config.temporal_attention != "bidirectional"
 
     def new_parameter_names(self) -> list[str]:
         """Names of the parameters MagicVideo adds to the image U-Net."""
         return [name for name in self.state_dict() if ".adaptor." in name or ".temporal_attention." in name
-                or ".space_time_attention." in name or ".temporal_convolution." in name
                 or name.startswith("fps_embedding.")]
 
     def _embedding(self, timestep, batch: int, frames: int, device, dtype, fps, class_labels, timestep_cond):
@@ -333,6 +247,7 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         encoder_attention_mask: torch.Tensor | None = None,
         down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
         mid_block_additional_residual: torch.Tensor | None = None,
+        cache: TemporalCache | None = None,
         return_dict: bool = True,
     ) -> MagicVideoUNet3DOutput | tuple[torch.Tensor]:
         """Predict the noise of `sample` (B, C, F, H, W); the frame count F comes from its shape.
@@ -340,23 +255,32 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
         `timestep`: a number, (B,) or per frame (B, F). `fps`, `class_labels` (with
         `class_embed_type`), `timestep_cond` (with `time_cond_proj_dim`): one per clip.
         `encoder_attention_mask` (B, L): 1 = attend, 0 = padding. `cross_attention_kwargs` go to the
-        attention processors. Additional residuals (ControlNet-style) are (B, C, F, H, W) or folded."""
+        attention processors. Additional residuals (ControlNet-style) are (B, C, F, H, W) or folded.
+
+        `cache` (directed temporal attention): the `sample` is frames len(cache), ... of a clip whose
+        earlier frames' temporal keys and values are in the cache; the call attends to them and, if
+        `cache.store` = n, adds its own first n frames to it (`TemporalCache`). The result equals the
+        matching frames of one call on the whole clip (to float rounding)."""
         batch, _, frames, height, width = sample.shape
-        if frames > self.config.num_frames:
-            raise ValueError(f"sample has {frames} frames; this model has adaptors for at most {self.config.num_frames}")
+        first = 0 if cache is None else len(cache)
+        if first + frames > self.config.num_frames:
+            raise ValueError(f"sample has frames {first}...{first + frames - 1}; this model has adaptors for "
+                             f"{self.config.num_frames} frames")
+        if cache is not None and not self.is_causal:
+            raise ValueError("cache: a bidirectional model has no causal cache (later frames change earlier ones)")
         emb = self._embedding(timestep, batch, frames, sample.device, sample.dtype, fps, class_labels, timestep_cond)
         mask = None
         if encoder_attention_mask is not None:
             mask = _per_frame((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0, frames).unsqueeze(1)
         checkpoint = self._gradient_checkpointing_func if self.gradient_checkpointing and torch.is_grad_enabled() else None
         inputs = FrameInputs(frames, emb, _per_frame(encoder_hidden_states, frames), cross_attention_kwargs, mask,
-                             checkpoint)
+                             checkpoint, cache)
 
         # Frames are folded into the batch: every 2D op is shared by all frames.
         x = rearrange(sample, "b c f h w -> (b f) c h w")
         if self.config.center_input_sample:
             x = 2 * x - 1.0
-        x = self.conv_in(x, frames)
+        x = self.conv_in(x, frames, first)
         skips = (x,)
         for block in self.down_blocks:
             x, res = down_block(block, x, inputs)
@@ -376,7 +300,9 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
             x = up_block(block, x, res, inputs, upsample_size)
         if self.conv_norm_out is not None:
             x = self.conv_act(self.conv_norm_out(x))
-        x = self.conv_out(x, frames)
+        x = self.conv_out(x, frames, first)
+        if cache is not None:
+            cache.commit()
 
         out = rearrange(x, "(b f) c h w -> b c f h w", f=frames)
         return MagicVideoUNet3DOutput(sample=out) if return_dict else (out,)

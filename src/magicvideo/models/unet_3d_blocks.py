@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
 from .adaptor import FrameAdaptedConv2d
-from .temporal_attention import DirectedTemporalAttention
+from .temporal_attention import DirectedTemporalAttention, TemporalCache
 
 SUPPORTED_BLOCKS = {
     "down": ("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -33,54 +33,45 @@ class SpatioTemporalTransformer(Transformer2DModel):
 
     S-Attn(z) is `Transformer2DModel`'s continuous-input path (it adds its input back); its 1x1
     convolutions (`proj_in`, `proj_out`) are frame-adapted like every other convolution.
-    `temporal_attention` is None in the "none" ablation. `space_time_attention` (beyond the paper,
-    None unless configured) is a second, zero-initialised temporal branch over every spatial token of
-    the visible frames: S-Attn(z) + T-Attn(z) + ST-Attn(z).
+    `temporal_attention` is None in the "none" ablation.
     """
 
-    temporal_attention: DirectedTemporalAttention | None
-    space_time_attention: DirectedTemporalAttention | None  # set by inflate (a class default would hide the module)
-    first_frame_attention: bool = False  # spatial self-attention also over frame 0 (first_frame_attention.py)
+    temporal_attention: DirectedTemporalAttention | None  # set by inflate (a class default would hide the module)
 
     @classmethod
-    def inflate(cls, transformer: Transformer2DModel, temporal_attention: DirectedTemporalAttention | None,
-                space_time_attention: DirectedTemporalAttention | None = None):
+    def inflate(cls, transformer: Transformer2DModel, temporal_attention: DirectedTemporalAttention | None):
         """The spatio-temporal twin of `transformer`, adopting its modules (and so its weights)."""
         new = cls(**{key: value for key, value in transformer.config.items() if not key.startswith("_")})
         for name, child in transformer.named_children():
             setattr(new, name, child)
         new.temporal_attention = temporal_attention
-        new.space_time_attention = space_time_attention
         return new.to(transformer.device)
 
-    def forward(self, x: torch.Tensor, num_frames: int, encoder_hidden_states=None, cross_attention_kwargs=None,
-                encoder_attention_mask=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inputs: "FrameInputs") -> torch.Tensor:
         batch, _, height, width = x.shape
-        if self.first_frame_attention:
-            cross_attention_kwargs = {**(cross_attention_kwargs or {}), "num_frames": num_frames}
         h = self.norm(x)
         if not self.use_linear_projection:
-            h = _conv(self.proj_in, h, num_frames)
+            h = _conv(self.proj_in, h, inputs)
         h = h.permute(0, 2, 3, 1).reshape(batch, height * width, h.shape[1])
         if self.use_linear_projection:
             h = self.proj_in(h)
         for block in self.transformer_blocks:
-            h = block(h, encoder_hidden_states=encoder_hidden_states, cross_attention_kwargs=cross_attention_kwargs,
-                      encoder_attention_mask=encoder_attention_mask)
+            h = block(h, encoder_hidden_states=inputs.encoder_hidden_states,
+                      cross_attention_kwargs=inputs.cross_attention_kwargs,
+                      encoder_attention_mask=inputs.encoder_attention_mask)
         if self.use_linear_projection:
             h = self.proj_out(h)
         h = h.reshape(batch, height, width, h.shape[-1]).permute(0, 3, 1, 2).contiguous()
         if not self.use_linear_projection:
-            h = _conv(self.proj_out, h, num_frames)
+            h = _conv(self.proj_out, h, inputs)
         out = h + x
-        for temporal in (self.temporal_attention, self.space_time_attention):
-            if temporal is not None:
-                out = out + temporal(x, num_frames)
+        if self.temporal_attention is not None:
+            out = out + self.temporal_attention(x, inputs.num_frames, inputs.frame_offset, inputs.cache)
         return out
 
 
-def _conv(conv, x, num_frames):
-    return conv(x, num_frames) if isinstance(conv, FrameAdaptedConv2d) else conv(x)
+def _conv(conv, x, inputs: "FrameInputs"):
+    return conv(x, inputs.num_frames, inputs.frame_offset) if isinstance(conv, FrameAdaptedConv2d) else conv(x)
 
 
 @dataclass(frozen=True)
@@ -93,18 +84,23 @@ class FrameInputs:
     cross_attention_kwargs: dict | None = None
     encoder_attention_mask: torch.Tensor | None = None  # additive bias, (batch * frames, 1, L)
     checkpoint: Callable | None = None      # gradient checkpointing function, or None
+    cache: TemporalCache | None = None      # finished earlier frames (causal sampling)
+
+    @property
+    def frame_offset(self) -> int:
+        """The index of the call's first frame in the clip: the frames before it are in the cache."""
+        return 0 if self.cache is None else len(self.cache)
 
     def run(self, fn, *args):
         return self.checkpoint(fn, *args) if self.checkpoint is not None else fn(*args)
 
 
-def resnet(block, x: torch.Tensor, temb: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """`ResnetBlock2D.forward` with frame-adapted convolutions, plus the causal temporal convolution
-    of `temporal_convolution.py` when the block has one."""
+def resnet(block, x: torch.Tensor, temb: torch.Tensor, inputs: FrameInputs) -> torch.Tensor:
+    """`ResnetBlock2D.forward` with frame-adapted convolutions."""
     if block.upsample is not None or block.downsample is not None:
         raise NotImplementedError("resnet blocks that resample are not supported by the 3D U-Net")
     h = block.nonlinearity(block.norm1(x))
-    h = _conv(block.conv1, h, num_frames)
+    h = _conv(block.conv1, h, inputs)
     if block.time_emb_proj is not None:
         t = temb if block.skip_time_act else block.nonlinearity(temb)
         t = block.time_emb_proj(t)[:, :, None, None]
@@ -115,22 +111,19 @@ def resnet(block, x: torch.Tensor, temb: torch.Tensor, num_frames: int) -> torch
         h = block.norm2(h) * (1 + scale) + shift
     else:
         h = block.norm2(h)
-    h = _conv(block.conv2, block.dropout(block.nonlinearity(h)), num_frames)
+    h = _conv(block.conv2, block.dropout(block.nonlinearity(h)), inputs)
     if block.conv_shortcut is not None:
-        x = _conv(block.conv_shortcut, x, num_frames)
+        x = _conv(block.conv_shortcut, x, inputs)
     out = x + h
-    out = out if block.output_scale_factor == 1 else out / block.output_scale_factor
-    temporal = getattr(block, "temporal_convolution", None)
-    return out if temporal is None else out + temporal(out, num_frames)
+    return out if block.output_scale_factor == 1 else out / block.output_scale_factor
 
 
 def transformer(block: SpatioTemporalTransformer, x: torch.Tensor, inputs: FrameInputs) -> torch.Tensor:
-    return inputs.run(lambda h: block(h, inputs.num_frames, inputs.encoder_hidden_states,
-                                      inputs.cross_attention_kwargs, inputs.encoder_attention_mask), x)
+    return inputs.run(lambda h: block(h, inputs), x)
 
 
 def _resnet(block, x, inputs: FrameInputs):
-    return inputs.run(lambda h, temb: resnet(block, h, temb, inputs.num_frames), x, inputs.temb)
+    return inputs.run(lambda h, temb: resnet(block, h, temb, inputs), x, inputs.temb)
 
 
 def down_block(block, x: torch.Tensor, inputs: FrameInputs) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
@@ -147,7 +140,7 @@ def down_block(block, x: torch.Tensor, inputs: FrameInputs) -> tuple[torch.Tenso
             raise NotImplementedError("only convolutional downsamplers without norm are supported")
         if down.padding == 0:
             x = F.pad(x, (0, 1, 0, 1), mode="constant", value=0)
-        x = _conv(down.conv, x, inputs.num_frames)
+        x = _conv(down.conv, x, inputs)
         skips += (x,)
     return x, skips
 
@@ -177,5 +170,5 @@ def up_block(block, x: torch.Tensor, skips: tuple[torch.Tensor, ...], inputs: Fr
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         else:
             x = F.interpolate(x, size=upsample_size, mode="nearest")
-        x = _conv(up.conv, x, inputs.num_frames)
+        x = _conv(up.conv, x, inputs)
     return x

@@ -25,6 +25,9 @@ import numpy as np
 import torch
 
 from ..errors import InvalidArgumentError
+from ..loading import read_index
+from ..vae import decode_latents_video, is_video_vae
+from .keyframes import load_pipeline
 
 # Steps of the interpolation stage unless given: the bundled residual model was measured at 10 (docs/interpolation.md).
 DEFAULT_INTERPOLATION_STEPS = 10
@@ -82,14 +85,12 @@ class MagicVideoCascadePipeline:
         `stages`: the stages to load, "keyframes" among them; the others are left out (None), so
         that e.g. a keyframes-only run neither imports nor loads the interpolation and
         super-resolution models."""
-        from ..loading import load_pipeline, pipeline_folder
-
         wanted = set(stages)
         if "keyframes" not in wanted or not wanted <= set(STAGES):
             raise InvalidArgumentError("stages", f"must name 'keyframes' and only stages of {STAGES}, "
                                        f"got {sorted(wanted)}")
         root = Path(path)
-        index = _read_index(root)
+        index = read_index(root)
         if index.get("_class_name") != KIND:
             return cls(load_pipeline(root, device, dtype, progress_bar))
         folders = {}
@@ -98,7 +99,6 @@ class MagicVideoCascadePipeline:
             if stage == "keyframes" and not sub:
                 raise InvalidArgumentError("model", f"{root / 'model_index.json'} names no keyframes stage")
             folders[stage] = root / sub if sub and stage in wanted else None
-        pipeline_folder(folders["keyframes"])
         keyframes = load_pipeline(folders["keyframes"], device, dtype, progress_bar)
         interpolation = upscaler = None
         if folders["interpolation"] is not None:
@@ -108,8 +108,7 @@ class MagicVideoCascadePipeline:
         if folders["upscale"] is not None:
             from .upscale import load_upscale_pipeline
 
-            upscaler = load_upscale_pipeline(folders["upscale"]).to(keyframes.device)
-            upscaler.set_progress_bar_config(disable=not progress_bar, leave=False)
+            upscaler = load_upscale_pipeline(folders["upscale"], str(keyframes.device), progress_bar=progress_bar)
         return cls(keyframes, interpolation, upscaler)
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -144,8 +143,6 @@ class MagicVideoCascadePipeline:
     # -- facts about the stages ------------------------------------------------------------------
     @property
     def has_video_decoder(self) -> bool:
-        from ..vae import is_video_vae
-
         return is_video_vae(self.keyframes.vae)
 
     @property
@@ -196,6 +193,7 @@ class MagicVideoCascadePipeline:
         width: int | None = None,
         scheduler: str | None = None,
         callback: ProgressCallback | None = None,
+        chunk_size: int | None = None,
         frame_lag: int | None = None,
     ) -> CascadeOutput:
         """Generate one clip through every enabled stage.
@@ -204,8 +202,8 @@ class MagicVideoCascadePipeline:
         interpolation model's factor, in `interpolation_steps` steps (default 10, as measured in
         docs/interpolation.md); `decoder` "video" (the VideoVAE's temporal decoder, when the
         VAE is one) or "image"; `upscale` runs super-resolution (`upscale_steps`, `noise_level`:
-        its own defaults when None). `frame_lag`: staggered sampling of the keyframes (None: the
-        keyframe pipeline's own). `seed` seeds every stage (stage i uses seed + i)."""
+        its own defaults when None). `chunk_size`, `frame_lag`: causal sampling of the keyframes
+        (`MagicVideoPipeline.__call__`; None: the keyframe pipeline's own). `seed` seeds every stage (stage i uses seed + i)."""
         interpolate = self.interpolation is not None if interpolate is None else interpolate
         self.check_stages(interpolate, decoder, upscale)
         if not isinstance(seed, int) or not 0 <= seed < 2**63 - 2:
@@ -221,13 +219,13 @@ class MagicVideoCascadePipeline:
                 return None
             return lambda pipe, i, t, tensors: callback(stage, i + 1, total) or {}
 
-        # staggered sampling takes frame_lag * (frames - 1) steps more than num_inference_steps
-        keyframe_steps = num_inference_steps + run.keyframes.effective_frame_lag(frame_lag) * (
-            (num_frames or run.keyframes.unet.config.num_frames) - 1)
+        keyframe_steps = run.keyframes.num_sampling_calls(num_frames or run.keyframes.unet.config.num_frames,
+                                                          num_inference_steps, chunk_size, frame_lag)
         latents = run.keyframes(prompt, negative_prompt=negative_prompt, num_frames=num_frames, fps=fps,
                                 height=height, width=width, num_inference_steps=num_inference_steps,
                                 guidance_scale=guidance_scale, generator=generator(0), output_type="latent",
-                                frame_lag=frame_lag, callback_on_step_end=progress("keyframes", keyframe_steps)).frames
+                                chunk_size=chunk_size, frame_lag=frame_lag,
+                                callback_on_step_end=progress("keyframes", keyframe_steps)).frames
         out_fps = float(fps)
         if interpolate:
             steps = interpolation_steps or DEFAULT_INTERPOLATION_STEPS
@@ -254,23 +252,12 @@ class MagicVideoCascadePipeline:
                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
                         interpolate=interpolate, interpolation_steps=interpolation_steps, decoder=decoder,
                         upscale=upscale, upscale_steps=upscale_steps, noise_level=noise_level, scheduler=scheduler,
-                        frame_lag=frame_lag)
+                        chunk_size=chunk_size, frame_lag=frame_lag)
         return CascadeOutput(np.asarray(frames, dtype=np.float32), out_fps, stages, settings)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, decoder: str = "video") -> np.ndarray:
         """Scaled latents (1, C, F, h, w) -> frames (F, H, W, 3) in [0, 1]."""
-        from ..vae import decode_latents_video
-
         video = decode_latents_video(self.keyframes.vae, latents, 16, decoder=decoder)
         return self.keyframes.video_processor.postprocess_video(video, "np")[0]
 
-
-def _read_index(root: Path) -> dict:
-    index = root / "model_index.json"
-    if not index.is_file():
-        raise InvalidArgumentError("model", f"{root} is not a pipeline folder (no model_index.json)")
-    try:
-        return json.loads(index.read_text())
-    except (OSError, ValueError) as err:
-        raise InvalidArgumentError("model", f"cannot read {index}: {err}") from err

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import InvalidArgumentError
+from ..loading import BUNDLED_INTERPOLATION_MODEL, load_folder
 from ..models.interpolation import (is_interpolation_unet, keyframes_per_window, linear_blend, output_length,
                                     plan_windows, window_layout)
 from ..models.unet_3d import MagicVideoUNet3D
@@ -63,19 +65,17 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
     linear blend of the keyframe latents (added back here) instead of the latents themselves."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    samples_causally = False  # its frames are denoised together, between known keyframes
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, unet: MagicVideoUNet3D, vae, text_encoder, tokenizer, scheduler, keyframe_stride: int = 3,
-                 fps_range: list[float] | None = None, residual: bool = False, noise_sharing: float = 0.0,
-                 frame_lag: int = 0):
+                 fps_range: list[float] | None = None, residual: bool = False):
         if unet is not None and not is_interpolation_unet(unet):
             raise InvalidArgumentError(
                 "model", f"the U-Net takes {unet.config.in_channels} input channels: a keyframe model, not an "
                 "interpolation model (use MagicVideoPipeline, or convert it with from_keyframe_model and train it)")
-        if frame_lag:  # the keyframe pipeline's staggered sampling; interpolation denoises its frames together
-            raise InvalidArgumentError("frame_lag", "the interpolation stage samples all frames at once (frame_lag 0)")
         super().__init__(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
-                         fps_range=fps_range, noise_sharing=noise_sharing)
+                         fps_range=fps_range)
         self.register_to_config(keyframe_stride=keyframe_stride, residual=residual)
 
     @property
@@ -154,7 +154,7 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
         residual = self.config.get("residual", False)
         self.scheduler.set_timesteps(num_inference_steps, device=known.device)
         scheduler = self.scheduler
-        latents = self.initial_noise(known.shape, generator, known.device, dtype)
+        latents = randn_tensor(known.shape, generator=generator, device=known.device, dtype=dtype)
         start = num_inference_steps - max(1, round(num_inference_steps * strength))
         if start > 0:
             scheduler = _TailTimesteps(self.scheduler, start * self.scheduler.order)
@@ -271,16 +271,9 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
         return MagicVideoPipelineOutput(frames=frames) if return_dict else (frames,)
 
 
-# The digits interpolation model trained by us (configs/digits-interpolation.yaml), shipped in the package.
-BUNDLED_INTERPOLATION_MODEL = Path(__file__).resolve().parent.parent / "weights" / "digits-interpolation"
-
-
 def load_interpolation_pipeline(model: str | Path | None = None, device: str | None = None, dtype: str | None = None,
                                 progress_bar: bool = True) -> MagicVideoInterpolationPipeline:
     """The interpolation pipeline saved in `model` (default: the bundled digits interpolation model)
-    on `device` in `dtype`, through `loading.load_pipeline`. A folder of another kind (e.g. a
-    keyframe pipeline) raises `InvalidArgumentError("model", ...)`."""
-    from ..loading import load_pipeline
-
-    return load_pipeline(model, device, dtype, progress_bar, MagicVideoInterpolationPipeline,
-                         BUNDLED_INTERPOLATION_MODEL)
+    on `device` in `dtype` (see `loading.load_folder`). A folder of another kind (e.g. a keyframe
+    pipeline) raises `InvalidArgumentError("model", ...)`."""
+    return load_folder(MagicVideoInterpolationPipeline, model, BUNDLED_INTERPOLATION_MODEL, device, dtype, progress_bar)

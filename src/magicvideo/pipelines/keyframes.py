@@ -15,12 +15,16 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
 from ..errors import InvalidArgumentError
+from ..loading import BUNDLED_MODEL, load_folder
 from ..models.unet_3d import MagicVideoUNet3D
-from ..sampling import SCHEDULERS, denoise, denoise_staggered, share_noise_across_frames
+from ..models.temporal_attention import TemporalCache
+from ..sampling import SCHEDULERS, denoise, denoise_causal, frame_schedule
 from ..text import encode_prompts, is_packaged_text_encoder, load_packaged_text_encoder
 from ..vae import decode_latents_video
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+# pipeline settings that no longer exist: what became of them
+REMOVED_PIPELINE_KEYS = {"noise_sharing": "noise shared between frames was measured and not adopted (docs/experiments.md)"}
 
 
 @dataclass
@@ -54,18 +58,22 @@ class MagicVideoPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    samples_causally = True  # chunk_size / frame_lag / context_timestep (the interpolation stage has none)
     _optional_components = ["text_encoder"]  # None while saving a pipeline with the packaged MiniLM
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, unet: MagicVideoUNet3D, vae: AutoencoderKL, text_encoder, tokenizer, scheduler,
-                 fps_range: list[float] | None = None, noise_sharing: float = 0.0, frame_lag: int = 0):
+                 fps_range: list[float] | None = None, chunk_size: int | None = None, frame_lag: int | None = None,
+                 context_timestep: int = 0):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
-        # the frame rates the model was trained at (saved in model_index.json; None: unknown), and the
-        # fraction of the initial noise its frames share, as in its training (train.noise_sharing), and the
-        # default frame lag of staggered sampling (0: all frames at one noise level; `__call__`'s frame_lag)
-        self.register_to_config(fps_range=None if fps_range is None else [float(v) for v in fps_range],
-                                noise_sharing=float(noise_sharing), frame_lag=int(frame_lag))
+        # the frame rates the model was trained at (saved in model_index.json; None: unknown)
+        self.register_to_config(fps_range=None if fps_range is None else [float(v) for v in fps_range])
+        if self.samples_causally:
+            # the defaults of causal sampling (`__call__`): chunk size (None: every frame at once), the steps a
+            # chunk runs behind the one before (None: it starts when that one is finished), and the timestep
+            # the finished frames are shown at (0: clean)
+            self.register_to_config(chunk_size=chunk_size, frame_lag=frame_lag, context_timestep=int(context_timestep))
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
         self._interrupt = False
@@ -73,8 +81,12 @@ class MagicVideoPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         index_file = Path(pretrained_model_name_or_path) / "model_index.json"
-        if index_file.is_file() and "text_encoder" not in kwargs:
-            index = json.loads(index_file.read_text())
+        index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+        removed = sorted(set(index) & set(REMOVED_PIPELINE_KEYS))
+        if removed:
+            raise InvalidArgumentError("model", f"{index_file} names {removed[0]!r}, which was removed: "
+                                       f"{REMOVED_PIPELINE_KEYS[removed[0]]}")
+        if index and "text_encoder" not in kwargs:
             if (index.get("text_encoder") or [None])[0] is None:
                 kwargs["text_encoder"], tokenizer = load_packaged_text_encoder()
                 if (index.get("tokenizer") or [None])[0] is None:
@@ -96,9 +108,25 @@ class MagicVideoPipeline(DiffusionPipeline):
             raise InvalidArgumentError("scheduler", f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
         self.scheduler = SCHEDULERS[name].from_config(self.scheduler.config)
 
-    def effective_frame_lag(self, frame_lag: int | None = None) -> int:
-        """`frame_lag`, or the pipeline's saved default (`frame_lag` in its config, 0 if absent) when None."""
-        return self.config.get("frame_lag", 0) if frame_lag is None else frame_lag
+    def sampling_plan(self, num_frames: int, chunk_size: int | None = None, frame_lag: int | None = None) -> tuple[int, int | None]:
+        """(chunk size, lag) of causal sampling (`sampling.frame_schedule`): the arguments, else the
+        pipeline's saved defaults; a lag given without a chunk size staggers single frames. A chunk
+        of every frame, or a lag of 0, is the synchronous sampler."""
+        saved = self.config.get("chunk_size")
+        if chunk_size is None:
+            chunk_size = saved if saved is not None else 1 if frame_lag is not None else num_frames
+        if frame_lag is None:
+            frame_lag = self.config.get("frame_lag")
+        return min(chunk_size, num_frames), frame_lag
+
+    def num_sampling_calls(self, num_frames: int, num_inference_steps: int, chunk_size: int | None = None,
+                           frame_lag: int | None = None) -> int:
+        """How many times sampling calls the U-Net (steps of the progress bar)."""
+        chunk, lag = self.sampling_plan(num_frames, chunk_size, frame_lag)
+        valid = isinstance(chunk, int) and chunk >= 1 and (lag is None or isinstance(lag, int) and lag >= 0)
+        if not valid or chunk >= num_frames or lag == 0:  # (invalid values are refused by the call itself)
+            return num_inference_steps
+        return len(frame_schedule(num_inference_steps, num_frames, chunk, lag)) - 1
 
     @property
     def spatial_factor(self) -> int:
@@ -134,7 +162,8 @@ class MagicVideoPipeline(DiffusionPipeline):
 
     def check_inputs(self, prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale,
                      fps, prompt_embeds=None, negative_prompt_embeds=None, num_videos_per_prompt=1,
-                     callback_on_step_end_tensor_inputs=None, frame_lag=0):
+                     callback_on_step_end_tensor_inputs=None, chunk_size=None, frame_lag=None,
+                     context_timestep=0):
         if prompt is None and prompt_embeds is None:
             raise InvalidArgumentError("prompt", "give a prompt or prompt_embeds")
         if prompt is not None and prompt_embeds is not None:
@@ -163,8 +192,15 @@ class MagicVideoPipeline(DiffusionPipeline):
         _finite_number("guidance_scale", guidance_scale, 0)
         if fps is not None:
             _finite_number("fps", fps, 0, exclusive=True)
-        if not isinstance(frame_lag, int) or isinstance(frame_lag, bool) or frame_lag < 0:
-            raise InvalidArgumentError("frame_lag", f"must be an integer >= 0 (steps each frame runs behind the one before), got {frame_lag!r}")
+        for name, value, minimum, meaning in (
+                ("chunk_size", chunk_size, 1, "frames made together"),
+                ("frame_lag", frame_lag, 0, "steps each chunk runs behind the one before"),
+                ("context_timestep", context_timestep, 0, "the timestep finished frames are shown at")):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+                raise InvalidArgumentError(name, f"must be an integer >= {minimum} ({meaning}), got {value!r}")
+        if context_timestep and context_timestep >= self.scheduler.config.num_train_timesteps:
+            raise InvalidArgumentError("context_timestep", f"must be below {self.scheduler.config.num_train_timesteps}, "
+                                       f"got {context_timestep}")
         unknown = set(callback_on_step_end_tensor_inputs or ()) - set(self._callback_tensor_inputs)
         if unknown:
             raise InvalidArgumentError("callback_on_step_end_tensor_inputs",
@@ -187,20 +223,10 @@ class MagicVideoPipeline(DiffusionPipeline):
         repeat = lambda e: None if e is None else e.to(device).repeat_interleave(num_videos_per_prompt, dim=0)  # noqa: E731
         return repeat(prompt_embeds), repeat(negative_prompt_embeds)
 
-    def initial_noise(self, shape, generator, device, dtype) -> torch.Tensor:
-        """Gaussian noise (B, C, F, h, w), its frames sharing the fraction `noise_sharing` (the pipeline's
-        config, as its model was trained: `sampling.share_noise_across_frames`; 0 draws one tensor)."""
-        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        sharing = self.config.get("noise_sharing") or 0.0
-        if sharing:
-            shared = randn_tensor((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=dtype)
-            noise = share_noise_across_frames(noise, shared, sharing)
-        return noise
-
     def prepare_latents(self, batch, num_frames, height, width, dtype, device, generator, latents=None):
         shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
         if latents is None:
-            latents = self.initial_noise(shape, generator, device, dtype)
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise InvalidArgumentError("latents", f"expected shape {shape}, got {tuple(latents.shape)}")
         return latents.to(device, dtype) * self.scheduler.init_noise_sigma
@@ -232,15 +258,21 @@ class MagicVideoPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        chunk_size: int | None = None,
         frame_lag: int | None = None,
+        context_timestep: int | None = None,
     ) -> MagicVideoPipelineOutput | tuple:
         """Generate clips of `num_frames` frames (default: the model's `num_frames`, 16 for MagicVideo).
 
         `fps` conditions motion per frame (lower fps = more motion per frame).
         `guidance_scale` > 1 enables classifier-free guidance against `negative_prompt`.
-        `frame_lag` > 0 samples staggered (`sampling.denoise_staggered`): frame f runs `frame_lag * f`
-        steps behind frame 0 on the scheduler's timestep grid (DDIM updates), num_inference_steps +
-        frame_lag * (num_frames - 1) steps; None: the pipeline's config (`frame_lag`, 0 = all frames at once).
+        Causal sampling (`sampling.denoise_causal`): frames in chunks of `chunk_size`, each chunk
+        denoised with `num_inference_steps` DDIM steps beside the finished frames before it (shown at
+        `context_timestep`, 0 = clean; their temporal keys and values computed once), starting
+        `frame_lag` steps after the chunk before (None: when that one is finished; a lag without a
+        chunk size staggers single frames). None: the pipeline's saved defaults; a chunk of every
+        frame (the default of a pipeline that saves none) or a lag of 0 is the synchronous sampler
+        of any scheduler.
         `callback_on_step_end(pipe, step, timestep, tensors) -> dict` is called after every step
         with the tensors named in `callback_on_step_end_tensor_inputs`; tensors it returns replace
         them, and setting `pipe._interrupt = True` stops sampling after that step."""
@@ -251,10 +283,11 @@ class MagicVideoPipeline(DiffusionPipeline):
             default_size = self.unet.config.sample_size * self.vae_scale_factor
             height = default_size if height is None else height
             width = default_size if width is None else width
-        frame_lag = self.effective_frame_lag(frame_lag)
+        context_timestep = self.config.get("context_timestep", 0) if context_timestep is None else context_timestep
         self.check_inputs(prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale, fps,
                           prompt_embeds, negative_prompt_embeds, num_videos_per_prompt, callback_on_step_end_tensor_inputs,
-                          frame_lag)
+                          chunk_size, frame_lag, context_timestep)
+        chunk_size, frame_lag = self.sampling_plan(num_frames, chunk_size, frame_lag)
         if output_type not in OUTPUT_TYPES:
             raise InvalidArgumentError("output_type", f"must be one of {OUTPUT_TYPES}, got {output_type!r}")
         self._interrupt = False
@@ -270,14 +303,16 @@ class MagicVideoPipeline(DiffusionPipeline):
         latents = self.prepare_latents(batch, num_frames, height, width, context.dtype, device, generator, latents)
         fps_input = None if fps is None else torch.full((len(context),), float(fps), device=device)
 
-        def model(x, t):
-            return self.unet(x, t, context, fps=fps_input).sample
+        def model(x, t, cache=None):
+            return self.unet(x, t, context, fps=fps_input, cache=cache).sample
 
         on_step_end = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds,
                                          negative_prompt_embeds)
-        if frame_lag:
-            latents = denoise_staggered(model, self.scheduler, latents, frame_lag=frame_lag, guidance_scale=guidance_scale,
-                                        causal=self.unet.is_causal, on_step_end=on_step_end, progress=self.progress_bar)
+        if chunk_size < num_frames and frame_lag != 0:
+            latents = denoise_causal(model, self.scheduler, latents, chunk_size=chunk_size, lag=frame_lag,
+                                     context_timestep=context_timestep, guidance_scale=guidance_scale,
+                                     cache=TemporalCache() if self.unet.is_causal else None, generator=generator,
+                                     on_step_end=on_step_end, progress=self.progress_bar)
         else:
             latents = denoise(model, self.scheduler, latents, guidance_scale=guidance_scale, generator=generator,
                               on_step_end=on_step_end, progress=self.progress_bar)
@@ -288,3 +323,10 @@ class MagicVideoPipeline(DiffusionPipeline):
             frames = self.video_processor.postprocess_video(self.decode_latents(latents, decode_chunk_size, decoder), output_type)
         self.maybe_free_model_hooks()
         return MagicVideoPipelineOutput(frames=frames) if return_dict else (frames,)
+
+
+def load_pipeline(model: str | Path | None = None, device: str | None = None, dtype: str | None = None,
+                  progress_bar: bool = True) -> MagicVideoPipeline:
+    """The keyframe pipeline saved in `model` (default: the bundled digits model) on `device` in `dtype`
+    (see `loading.load_folder`). A folder of another kind raises `InvalidArgumentError("model", ...)`."""
+    return load_folder(MagicVideoPipeline, model, BUNDLED_MODEL, device, dtype, progress_bar)

@@ -9,7 +9,7 @@ from pathlib import Path
 from diffusers import AutoencoderKL, DDPMScheduler
 from transformers import AutoModel, AutoTokenizer
 
-from ..loading import load_pipeline
+from ..pipelines.keyframes import load_pipeline
 from ..text import packaged_text_encoder_path
 from ..models.unet_3d import MagicVideoUNet3D
 from ..vae import load_vae
@@ -53,17 +53,6 @@ def load_components(config: Config, with_unet: bool = True) -> Components:
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     if with_unet and model.unet:
         unet = MagicVideoUNet3D(**model.unet)
-    if unet is not None and model.spatial_attention:
-        unet.set_spatial_attention(model.spatial_attention)
-    new_layers = {key: tuple(flags) for key, flags in (("space_time_attention", model.space_time_attention),
-                                                       ("temporal_convolution", model.temporal_convolution))
-                  if flags is not None}
-    if unet is not None and new_layers:
-        unet = unet.with_new_layers(**new_layers)
-    if unet is not None and (model.temporal_attention or model.temporal_attention_scope
-                             or model.spatial_position_encoding is not None):
-        unet.set_temporal_attention(model.temporal_attention, model.temporal_attention_scope,
-                                    model.spatial_position_encoding)
     if model.vae:
         vae = load_vae(_check_folder(model.vae, "model.vae"))  # a VideoVAE folder: its encoder
     if model.text_encoder:

@@ -1,22 +1,29 @@
-"""The 3D U-Net's training task: noise-prediction MSE on VAE latents of video clips.
+"""The 3D U-Net's training task and the diffusion loss maths the stages share.
 
 For a clip at stream position p: latents z0 = E(x) (posterior mode, or read from the latent
-cache), the caption replaced by "" with probability `train.caption_dropout`, noise and timestep
-drawn from a generator seeded by p, z_t = DDPMScheduler.add_noise(z0, noise, t), and the loss
-||eps_theta(z_t, t, tau(y), fps) - noise||^2 (the velocity instead for v-prediction schedulers),
-optionally weighted per clip by Min-SNR-gamma (`train.snr_gamma`), optionally plus a loss on how the
-error changes between frames (`train.frame_difference_weight`, `trainer.video_mse`).
+cache), the caption replaced by "" with probability `train.caption_dropout`, noise and timesteps
+drawn from a generator seeded by p (`position_noise`), z_t = DDPMScheduler.add_noise(z0, noise, t),
+and the loss ||eps_theta(z_t, t, tau(y), fps) - noise||^2 (the velocity instead for v-prediction
+schedulers), optionally weighted by Min-SNR-gamma (`train.snr_gamma`).
+
+Noise levels (`NoiseSchedule`, from `train`): one level for the clip (`noise_schedule: clip`, the
+paper), or one per frame (`per_frame`, diffusion forcing); a share of clips ramped (`staggered_*`);
+and a share of clips whose first k frames are *context* (`context_fraction`): clean or lightly
+noised, at their own timestep, and left out of the loss, so that a directed model learns to continue
+finished frames, as causal sampling (`sampling.denoise_causal`) shows it them.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler
+from diffusers.training_utils import compute_snr
 
 from ..manifest import ManifestColumns, read_manifest
 from ..text import context_length, encode_prompts
@@ -26,10 +33,135 @@ from .cache import CachedClipDataset, cache_exists
 from .components import load_components
 from .config import Config
 from .clips import sample_rng
-from .trainer import (clip_spec, frames_as_batch, min_snr_weight, position_noise, prediction_target, video_dataset,
-                      video_mse)
+from .trainer import clip_spec, sample_generator, video_dataset
 
 logger = logging.getLogger("magicvideo.training")
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """How the frames of a training clip are noised (the `train` keys of the same names)."""
+
+    kind: str = "clip"                 # "clip": one level for every frame; "per_frame": independent levels
+    staggered_fraction: float = 0.0    # share of clips ramped: t0 + slope * f
+    staggered_max_slope: float = 160.0
+    context_fraction: float = 0.0      # share of clips whose first k frames are context (not in the loss)
+    context_max_timestep: int = 0      # context frames at a timestep uniform in [0, this]
+
+    @classmethod
+    def from_config(cls, train) -> "NoiseSchedule":
+        return cls(train.noise_schedule, train.staggered_fraction, train.staggered_max_slope, train.context_fraction,
+                   train.context_max_timestep)
+
+    @property
+    def per_frame(self) -> bool:
+        """Whether timesteps are drawn per frame (B, F) rather than per clip (B,)."""
+        return self.kind == "per_frame" or self.staggered_fraction > 0 or self.context_fraction > 0
+
+
+def position_noise(seed: int, positions, shape, num_timesteps: int, device,
+                   schedule: NoiseSchedule = NoiseSchedule()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The diffusion noise (B, *shape), timesteps and loss mask of the samples at these stream positions,
+    each drawn from its position's generator, so any batching or resume draws the same. `shape` is
+    (C, F, h, w). Timesteps are one per clip (B,) with the default schedule, else one per frame (B, F);
+    the mask (B, F) is 1 for the frames in the loss (0 for context frames), None when all are."""
+    noise, timesteps, masks = [], [], []
+    frames = shape[1]
+    for position in positions:
+        generator = sample_generator(seed, int(position))
+        own = torch.randn(tuple(shape), generator=generator)
+        if schedule.kind == "per_frame":
+            t = torch.randint(0, num_timesteps, (frames,), generator=generator)
+        else:
+            t = torch.randint(0, num_timesteps, (), generator=generator)
+        if schedule.staggered_fraction:
+            t = staggered_timesteps(t, frames, num_timesteps, schedule.staggered_fraction, schedule.staggered_max_slope,
+                                    generator)
+        mask = torch.ones(frames)
+        if schedule.context_fraction:
+            t, mask = context_timesteps(t.expand(frames), schedule.context_fraction, schedule.context_max_timestep,
+                                        generator)
+        noise.append(own)
+        timesteps.append(t.expand(frames) if schedule.per_frame else t)
+        masks.append(mask)
+    mask = torch.stack(masks).to(device) if schedule.context_fraction else None
+    return torch.stack(noise).to(device), torch.stack(timesteps).to(device), mask
+
+
+def staggered_timesteps(t: torch.Tensor, frames: int, num_timesteps: int, fraction: float, max_slope: float,
+                        generator: torch.Generator) -> torch.Tensor:
+    """Per-frame timesteps (F,) of one clip: with probability `fraction` a ramp t0 + slope * f, clamped
+    to 0 ... T - 1, slope uniform in [0, max_slope] timesteps per frame and t0 uniform in
+    [-slope * (F - 1), T - 1] (from all but the last frame clean to all pure noise); otherwise `t` for
+    every frame. The noise pattern of staggered sampling: the frames before a frame are cleaner."""
+    u, slope, start = torch.rand(3, generator=generator).tolist()
+    if u >= fraction:
+        return t.expand(frames).clone()
+    slope *= max_slope
+    t0 = -slope * (frames - 1) + start * (num_timesteps - 1 + slope * (frames - 1))
+    ramp = t0 + slope * torch.arange(frames, dtype=torch.float64)
+    return ramp.round().clamp(0, num_timesteps - 1).long()
+
+
+def context_timesteps(t: torch.Tensor, fraction: float, max_timestep: int,
+                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(timesteps (F,), loss mask (F,)) of one clip: with probability `fraction` its first k frames (k
+    uniform in 1 ... F - 1) become context, at timesteps uniform in [0, `max_timestep`] (each frame its
+    own) and out of the loss; otherwise `t` and every frame in the loss. Causal sampling shows a model
+    finished frames beside the frames it makes."""
+    frames = len(t)
+    u = torch.rand((), generator=generator).item()
+    k = int(torch.randint(1, max(frames, 2), (), generator=generator))
+    levels = torch.randint(0, max_timestep + 1, (frames,), generator=generator)
+    mask = torch.ones(frames)
+    if u >= fraction or frames < 2:
+        return t.clone(), mask
+    t = t.clone()
+    t[:k] = levels[:k]
+    mask[:k] = 0
+    return t, mask
+
+
+def frames_as_batch(fn, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """`fn(sample, noise, timesteps)` of a scheduler (add_noise, get_velocity, ...) on (B, C, F, h, w)
+    clips with timesteps per clip (B,) or per frame (B, F): per frame, the frames as a batch."""
+    if timesteps.dim() < 2:
+        return fn(sample, noise, timesteps)
+    b, c, f = sample.shape[:3]
+    flat = lambda x: x.transpose(1, 2).reshape(b * f, c, *x.shape[3:])  # noqa: E731
+    out = fn(flat(sample), flat(noise), timesteps.reshape(b * f))
+    return out.reshape(b, f, c, *out.shape[2:]).transpose(1, 2)
+
+
+def prediction_target(scheduler, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What a model trained with `scheduler`'s prediction type predicts for `sample` noised with `noise`
+    at `timesteps`: the noise (epsilon), the velocity (v_prediction) or the sample itself (x0)."""
+    kind = scheduler.config.prediction_type
+    if kind == "v_prediction":
+        return scheduler.get_velocity(sample, noise, timesteps)
+    return sample if kind == "sample" else noise
+
+
+def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights (Hang et al. 2023) of per-sample MSEs: min(SNR(t), gamma) / SNR(t), with
+    SNR(t) + 1 as the denominator for v-prediction (the target's scale), balancing the timesteps."""
+    snr = compute_snr(scheduler, timesteps)
+    return torch.clamp(snr, max=gamma) / (snr + 1 if scheduler.config.prediction_type == "v_prediction" else snr)
+
+
+def video_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-clip (B,) mean squared error of (B, C, F, h, w) predictions, each frame's weighted by
+    `weights` (per clip (B,) or per frame (B, F); default 1), averaged over the frames of `mask`
+    (B, F; default every frame)."""
+    per_frame = (prediction.float() - target.float()).pow(2).mean(dim=(1, 3, 4))
+    if weights is None:
+        weights = torch.ones_like(per_frame)
+    weights = weights.float().reshape(len(per_frame), -1).expand_as(per_frame)
+    if mask is None:
+        return (weights * per_frame).mean(1)
+    return (mask * weights * per_frame).sum(1) / mask.sum(1).clamp(min=1)
+
 
 
 class DiffusionTask:
@@ -82,23 +214,22 @@ class DiffusionTask:
     def loss(self, model, batch: dict) -> torch.Tensor:
         latents, context = self.conditioning(batch)
         train = self.config.train
-        noise, timesteps = position_noise(train.seed, batch["position"], latents.shape[1:],
-                                          self.scheduler.config.num_train_timesteps, self.device,
-                                          train.noise_sharing, train.staggered_fraction, train.staggered_max_slope)
+        noise, timesteps, mask = position_noise(train.seed, batch["position"], latents.shape[1:],
+                                                self.scheduler.config.num_train_timesteps, self.device,
+                                                NoiseSchedule.from_config(train))
         noisy = frames_as_batch(self.scheduler.add_noise, latents, noise, timesteps)
         target = frames_as_batch(partial(prediction_target, self.scheduler), latents, noise, timesteps)
         prediction = model(noisy, timesteps, context, fps=batch["fps"].to(self.device)).sample
         weights = min_snr_weight(self.scheduler, timesteps.flatten(), train.snr_gamma).reshape(timesteps.shape) \
             if train.snr_gamma else None
-        return video_mse(prediction, target, train.frame_difference_weight, train.frame_difference_lags, weights).mean()
+        return video_mse(prediction, target, weights, mask).mean()
 
     def pipeline(self, unet):
         from ..pipelines.keyframes import MagicVideoPipeline
 
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
         return MagicVideoPipeline(unet=unet, vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                  scheduler=scheduler, fps_range=self.fps_range(),
-                                  noise_sharing=self.config.train.noise_sharing)
+                                  scheduler=scheduler, fps_range=self.fps_range())
 
     def fps_range(self) -> tuple[float, float] | None:
         """The frame rates the clips of a manifest with an fps column are trained at: native fps /

@@ -30,8 +30,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from ..models.interpolation import from_keyframe_model, is_interpolation_unet, linear_blend, window_layout
 from ..video_io import write_video
 from .config import Config
-from .diffusion import DiffusionTask
-from .trainer import min_snr_weight, position_noise, prediction_target
+from .diffusion import DiffusionTask, min_snr_weight, position_noise, prediction_target
 
 logger = logging.getLogger("magicvideo.training")
 
@@ -78,9 +77,8 @@ class InterpolationTask(DiffusionTask):
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         latents, context = self.conditioning(batch)
-        noise, timesteps = position_noise(self.config.train.seed, batch["position"], latents.shape[1:],
-                                          self.scheduler.config.num_train_timesteps, self.device,
-                                          self.config.train.noise_sharing)
+        noise, timesteps, _ = position_noise(self.config.train.seed, batch["position"], latents.shape[1:],
+                                             self.scheduler.config.num_train_timesteps, self.device)
         conditioning, between = self.inputs(latents)
         if self.residual:
             latents = latents - linear_blend(conditioning)
@@ -102,8 +100,7 @@ class InterpolationTask(DiffusionTask):
         return MagicVideoInterpolationPipeline(unet=unet, vae=self.vae, text_encoder=self.text_encoder,
                                                tokenizer=self.tokenizer, scheduler=scheduler,
                                                keyframe_stride=self.stride, residual=self.residual,
-                                               fps_range=self.fps_range(),  # output rates (window fps)
-                                               noise_sharing=self.config.train.noise_sharing)
+                                               fps_range=self.fps_range())  # output rates (window fps)
 
     @torch.no_grad()
     def sample(self, unet, folder: Path) -> None:

@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 
 from ..models.super_resolution import SuperResolutionUNet, augment, upsample
 from .config import Config
-from .trainer import prediction_target, sample_generator
+from .diffusion import prediction_target
+from .trainer import sample_generator
 
 
 class HiresDigitPatches(Dataset):

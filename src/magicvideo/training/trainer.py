@@ -17,11 +17,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from diffusers.training_utils import compute_snr
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
@@ -32,7 +30,6 @@ from tqdm.auto import tqdm
 from .checkpoint import STATE, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, save_config
 from ..manifest import ManifestColumns, read_manifest
-from ..sampling import share_noise_across_frames
 from .data import ClipSpec, StreamSampler, VideoClipDataset, WebDatasetClips, collate, expand_shards
 from .metrics import MetricsLog
 
@@ -42,93 +39,6 @@ logger = logging.getLogger("magicvideo.training")
 def sample_generator(seed: int, position: int, salt: int = 0) -> torch.Generator:
     """A torch generator for one stream position (noise, timestep, posterior sample)."""
     return torch.Generator().manual_seed((seed * 1_000_003 + position * 7919 + salt) % (1 << 63))
-
-
-def position_noise(seed: int, positions, shape, num_timesteps: int, device,
-                   noise_sharing: float = 0.0, staggered_fraction: float = 0.0,
-                   staggered_max_slope: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The diffusion noise (B, *shape) and timesteps of the samples at these stream positions: each
-    drawn from its position's generator, so any batching or resume draws the same. Timesteps are one
-    per clip (B,), or one per frame (B, F) with `staggered_fraction` > 0 (`staggered_timesteps`).
-    `noise_sharing` a > 0 mixes in a part shared by the frames (axis 1 of `shape` = (C, F, H, W)):
-    `sampling.share_noise_across_frames`, drawn after the timestep (a = 0 draws as before)."""
-    noise, timesteps = [], []
-    for position in positions:
-        generator = sample_generator(seed, int(position))
-        own = torch.randn(tuple(shape), generator=generator)
-        t = torch.randint(0, num_timesteps, (), generator=generator)
-        if noise_sharing:
-            shared = torch.randn((shape[0], 1, *shape[2:]), generator=generator)
-            own = share_noise_across_frames(own, shared, noise_sharing)
-        if staggered_fraction:
-            t = staggered_timesteps(t, shape[1], num_timesteps, staggered_fraction, staggered_max_slope, generator)
-        noise.append(own)
-        timesteps.append(t)
-    return torch.stack(noise).to(device), torch.stack(timesteps).to(device)
-
-
-def staggered_timesteps(t: torch.Tensor, frames: int, num_timesteps: int, fraction: float, max_slope: float,
-                        generator: torch.Generator) -> torch.Tensor:
-    """Per-frame timesteps (F,) of one clip: with probability `fraction` a ramp t0 + slope * f, clamped
-    to 0 ... T - 1, slope uniform in [0, max_slope] timesteps per frame and t0 uniform in
-    [-slope * (F - 1), T - 1] (from all but the last frame clean to all pure noise); otherwise `t` for
-    every frame. The noise pattern of staggered sampling: the frames before a frame are cleaner."""
-    u, slope, start = torch.rand(3, generator=generator).tolist()
-    if u >= fraction:
-        return t.expand(frames).clone()
-    slope *= max_slope
-    t0 = -slope * (frames - 1) + start * (num_timesteps - 1 + slope * (frames - 1))
-    ramp = t0 + slope * torch.arange(frames, dtype=torch.float64)
-    return ramp.round().clamp(0, num_timesteps - 1).long()
-
-
-def frames_as_batch(fn, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """`fn(sample, noise, timesteps)` of a scheduler (add_noise, get_velocity, ...) on (B, C, F, h, w)
-    clips with timesteps per clip (B,) or per frame (B, F): per frame, the frames as a batch."""
-    if timesteps.dim() < 2:
-        return fn(sample, noise, timesteps)
-    b, c, f = sample.shape[:3]
-    flat = lambda x: x.transpose(1, 2).reshape(b * f, c, *x.shape[3:])  # noqa: E731
-    out = fn(flat(sample), flat(noise), timesteps.reshape(b * f))
-    return out.reshape(b, f, c, *out.shape[2:]).transpose(1, 2)
-
-
-def prediction_target(scheduler, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """What a model trained with `scheduler`'s prediction type predicts for `sample` noised with `noise`
-    at `timesteps`: the noise (epsilon), the velocity (v_prediction) or the sample itself (x0)."""
-    kind = scheduler.config.prediction_type
-    if kind == "v_prediction":
-        return scheduler.get_velocity(sample, noise, timesteps)
-    return sample if kind == "sample" else noise
-
-
-def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma weights (Hang et al. 2023) of per-sample MSEs: min(SNR(t), gamma) / SNR(t), with
-    SNR(t) + 1 as the denominator for v-prediction (the target's scale), balancing the timesteps."""
-    snr = compute_snr(scheduler, timesteps)
-    return torch.clamp(snr, max=gamma) / (snr + 1 if scheduler.config.prediction_type == "v_prediction" else snr)
-
-
-def video_mse(prediction: torch.Tensor, target: torch.Tensor, frame_difference_weight: float = 0.0,
-              frame_difference_lags: Sequence[int] = (1,), weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-clip (B,) mean squared error of (B, C, F, h, w) predictions, each frame's weighted by
-    `weights` (per clip (B,) or per frame (B, F); default 1), plus `frame_difference_weight`
-    times the mean over `frame_difference_lags` of the MSE of the error's differences between frames
-    `lag` apart: e = prediction - target, ||e[f + lag] - e[f]||^2 (weighted by the clip's mean weight).
-    An error shared by the frames costs nothing extra; one drawn independently for every frame (a shape
-    that drifts or flickers) costs 1 + 2 * weight times as much (more if it alternates), so a model of
-    limited capacity is pushed to make the frames agree."""
-    error = prediction.float() - target.float()
-    per_frame = error.pow(2).mean(dim=(1, 3, 4))
-    if weights is None:
-        weights = torch.ones_like(per_frame)
-    weights = weights.float().reshape(len(per_frame), -1).expand_as(per_frame)
-    per_clip = (weights * per_frame).mean(1)
-    lags = [lag for lag in frame_difference_lags if lag < error.shape[2]]
-    if frame_difference_weight and lags:
-        difference = sum((error[:, :, lag:] - error[:, :, :-lag]).pow(2).flatten(1).mean(1) for lag in lags)
-        per_clip = per_clip + frame_difference_weight * weights.mean(1) * difference / len(lags)
-    return per_clip
 
 
 def clip_spec(config: Config) -> ClipSpec:
@@ -182,8 +92,7 @@ class Trainer:
         acc, train = self.accelerator, self.config.train
         model = self.task.model
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameter_groups(model, train.learning_rate, train.lr_scale),
-                                      lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
+        optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
                                       eps=train.adam_epsilon, weight_decay=train.weight_decay)
         # stepped by hand once per optimizer step: accelerate's wrapper would step it once per process
         lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.warmup_steps,
@@ -306,17 +215,3 @@ class Trainer:
                 if ema is not None:
                     ema.restore(params)
         acc.wait_for_everyone()
-
-
-def parameter_groups(model: torch.nn.Module, learning_rate: float, lr_scale: dict[str, float]) -> list[dict]:
-    """The trainable parameters as optimizer groups: those whose name contains a key of `lr_scale`
-    (the first that matches) at `learning_rate * lr_scale[key]`, the rest at `learning_rate`."""
-    groups = {None: []} | {key: [] for key in lr_scale}
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            groups[next((key for key in lr_scale if key in name), None)].append(param)
-    unmatched = [key for key in lr_scale if not groups[key]]
-    if unmatched:
-        raise ValueError(f"train.lr_scale: no trainable parameter name contains {unmatched}")
-    return [{"params": params, "lr": learning_rate * (1.0 if key is None else lr_scale[key])}
-            for key, params in groups.items() if params]
