@@ -31,7 +31,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
 
-    from magicvideo.loading import load_pipeline
+    from magicvideo.pipelines.keyframes import load_pipeline
     from magicvideo.pipelines.interpolation import load_interpolation_pipeline
 
     keyframes = load_pipeline(None, device="cpu", progress_bar=False)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from magicvideo.digits.evaluate import coherence, evaluation_jobs, real_clip_generator
-from magicvideo.loading import load_pipeline
+from magicvideo.pipelines.keyframes import load_pipeline
 from magicvideo.sampling import KnownFrames, denoise
 from magicvideo.vae import decode_video, encode_video
 

@@ -172,7 +172,7 @@ def contact_sheet(example, path: Path, columns: int = 16) -> None:
 def generated_benchmark(pipe, count: int, steps: int, guidance: float, keyframe_steps: int, seed: int, batch: int,
                         strength: float = 1.0):
     from magicvideo.digits.evaluate import canonical_prompts, evaluate_clips
-    from magicvideo.loading import load_pipeline
+    from magicvideo.pipelines.keyframes import load_pipeline
 
     keyframe_pipe = load_pipeline(None, device="cpu", progress_bar=False)
     prompts = canonical_prompts()

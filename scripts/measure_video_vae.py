@@ -139,7 +139,8 @@ def generated_latents(pipeline: str | None, count: int, steps: int, cache: Path 
     """The first `count` canonical digit jobs and the keyframe latents (scaled) that `pipeline`
     (default: bundled) samples for them; kept in / reused from `cache` when given."""
     from magicvideo.digits.evaluate import evaluation_jobs
-    from magicvideo.loading import BUNDLED_MODEL, load_pipeline
+    from magicvideo.loading import BUNDLED_MODEL
+    from magicvideo.pipelines.keyframes import load_pipeline
 
     jobs = evaluation_jobs(limit=count)
     key = {"pipeline": str(pipeline or BUNDLED_MODEL), "jobs": jobs, "steps": steps}

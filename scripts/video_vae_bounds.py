@@ -89,7 +89,7 @@ def aligned_average(frames: torch.Tensor, positions: torch.Tensor, window: int) 
 def generated(count: int, windows: list[int], cache: Path | None = None) -> dict:
     """Motion-compensated flicker and sharpness of the bundled model's image-decoded clips and of
     their aligned averages."""
-    from magicvideo.loading import load_pipeline
+    from magicvideo.pipelines.keyframes import load_pipeline
 
     jobs, latents = generated_latents(None, count, 25, cache)
     vae = load_pipeline(None, device="cpu", dtype="fp32", progress_bar=False).vae

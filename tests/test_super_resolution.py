@@ -133,7 +133,7 @@ def test_save_and_load_and_wrong_folder_kinds(sr_pipe, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "model_index.json").write_text(json.dumps({"_class_name": "MagicVideoPipeline"}))
-    with pytest.raises(InvalidArgumentError, match="holds a MagicVideoPipeline, not a super-resolution model"):
+    with pytest.raises(InvalidArgumentError, match="holds a MagicVideoPipeline, not a MagicVideoUpscalePipeline"):
         load_upscale_pipeline(other)
 
 

@@ -13,7 +13,7 @@ _EXPORTS = {
     "MagicVideoPipelineOutput": ".pipelines.keyframes",
     "SCHEDULERS": ".sampling",
     "InvalidArgumentError": ".errors",
-    "load_pipeline": ".loading",
+    "load_pipeline": ".pipelines.keyframes",
     "init_from_sd": ".init_from_sd",
     "load_sd_pipeline": ".init_from_sd",
 }

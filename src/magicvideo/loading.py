@@ -1,55 +1,83 @@
-"""The one place that loads a pipeline folder: the bundled default, the packaged MiniLM text encoder,
-dtype and device. Used by the CLI, evaluation, training's `model.pretrained` and the web demo."""
+"""Pipeline folders: where the bundled models are, what a folder's `model_index.json` says, and the
+one loader that puts the pipeline of a folder on a device in a dtype.
+
+Each pipeline module loads through `load_folder` with its class and its bundled default
+(`pipelines.keyframes.load_pipeline`, `pipelines.interpolation.load_interpolation_pipeline`,
+`pipelines.upscale.load_upscale_pipeline`); `MagicVideoCascadePipeline.from_pretrained` reads a
+cascade folder's index with `read_index` and loads each stage with them. This module imports none
+of the pipelines.
+"""
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InvalidArgumentError
 
-# The small text-to-video model trained by us on Moving MNIST of real digits, shipped in the package.
-BUNDLED_MODEL = Path(__file__).parent / "weights" / "digits"
-# The bundled cascade: its model_index.json names the stage folders beside the keyframe model.
+# The models trained by us and shipped in the package. The bundled cascade's model_index.json names
+# its stage folders, one per stage: keyframes, interpolation x3, super-resolution x4.
 BUNDLED_CASCADE = Path(__file__).parent / "weights"
+BUNDLED_MODEL = BUNDLED_CASCADE / "digits"
+BUNDLED_INTERPOLATION_MODEL = BUNDLED_CASCADE / "digits-interpolation"
+BUNDLED_SR_MODEL = BUNDLED_CASCADE / "digits-sr"
 
+# `dtype` names (the CLI's --dtype) and the torch dtypes they stand for
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-def pipeline_folder(model: str | Path | None, kind: str = "MagicVideoPipeline") -> Path:
-    """The folder of `model` (default: the bundled model), checked to hold a pipeline of `kind`."""
-    path = Path(model) if model else BUNDLED_MODEL
-    index = path / "model_index.json"
+def read_index(folder: str | Path) -> dict:
+    """The `model_index.json` of a pipeline folder. A missing folder, a folder without the file and
+    an unreadable file raise `InvalidArgumentError("model", ...)`."""
+    folder = Path(folder)
+    index = folder / "model_index.json"
+    if not folder.is_dir():
+        raise InvalidArgumentError("model", f"no such model folder {folder}")
     if not index.is_file():
-        hint = "" if model else " (the bundled model is missing from this installation)"
-        raise InvalidArgumentError("model", f"{path} is not a {kind} folder (no model_index.json){hint}")
+        raise InvalidArgumentError("model", f"{folder} is not a pipeline folder (no model_index.json)")
     try:
-        found = json.loads(index.read_text()).get("_class_name")
+        return json.loads(index.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise InvalidArgumentError("model", f"cannot read {index}: {err}") from err
+
+
+def pipeline_folder(folder: str | Path, kind: str) -> Path:
+    """`folder`, checked to hold a pipeline of class `kind` (the `_class_name` of its index)."""
+    found = read_index(folder).get("_class_name")
     if found != kind:
-        raise InvalidArgumentError("model", f"{path} holds a {found}, not a {kind}")
-    return path
+        raise InvalidArgumentError("model", f"{folder} holds a {found}, not a {kind}")
+    return Path(folder)
 
 
-def load_pipeline(model: str | Path | None = None, device: str | None = None, dtype: str | None = None,
-                  progress_bar: bool = True, pipeline_class=None, default: Path = BUNDLED_MODEL):
-    """The pipeline saved in `model` (default: `default`, the bundled keyframe model) on `device`
-    (default: cuda if available, else cpu) in `dtype` ("fp32", "fp16", "bf16"; default fp16 on cuda,
-    fp32 on cpu), as `pipeline_class` (default `MagicVideoPipeline`; the folder must hold one). A
-    pipeline saved with the packaged MiniLM text encoder gets it from the installed package. User
-    mistakes raise `InvalidArgumentError` naming `model`, `device` or `dtype`."""
-    import torch
+@contextmanager
+def _loading_bars_hidden():
+    """diffusers' and transformers' loading progress bars off while one pipeline loads, and back to
+    what they were afterwards (no process-wide setting is left changed)."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    if pipeline_class is None:
-        from .pipelines.keyframes import MagicVideoPipeline as pipeline_class
+    enabled = [(library, library.is_progress_bar_enabled()) for library in (diffusers_logging, transformers_logging)]
+    for library, _ in enabled:
+        library.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for library, was_enabled in enabled:
+            if was_enabled:
+                library.enable_progress_bar()
 
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+
+def load_folder(pipeline_class, model: str | Path | None, default: Path, device: str | None = None,
+                dtype: str | None = None, progress_bar: bool = True):
+    """The `pipeline_class` pipeline saved in `model` (default: `default`, a bundled folder) on `device`
+    (default: cuda if available, else cpu) in `dtype` (a key of `DTYPES`; default fp16 on cuda, fp32
+    on cpu), its sampling progress bar shown with `progress_bar`. User mistakes raise
+    `InvalidArgumentError` naming `model`, `device` or `dtype`."""
+    import torch
+
     kind = pipeline_class.__name__
-    if model is None and not (Path(default) / "model_index.json").is_file():
+    if not model and not (Path(default) / "model_index.json").is_file():
         raise InvalidArgumentError("model", f"the bundled {kind} is missing from this installation ({default}); "
                                    "pass a pipeline folder")
     path = pipeline_folder(model or default, kind)
@@ -62,7 +90,8 @@ def load_pipeline(model: str | Path | None = None, device: str | None = None, dt
     if dtype not in DTYPES:
         raise InvalidArgumentError("dtype", f"must be one of {sorted(DTYPES)}, got {dtype!r}")
     try:
-        pipe = pipeline_class.from_pretrained(path, dtype=getattr(torch, DTYPES[dtype]))
+        with _loading_bars_hidden():
+            pipe = pipeline_class.from_pretrained(path, dtype=getattr(torch, DTYPES[dtype]))
     except InvalidArgumentError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..loading import DTYPES
 from . import UserError
 
 # pipeline argument -> the CLI option that sets it (for error messages)
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--scheduler", help="sampler: ddim, ddpm, dpm++, euler (default: the model's own)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
+    p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="weights precision (default: fp16 on cuda, fp32 on cpu)")
     p.set_defaults(func=run, argument_flags=OPTION_NAMES)
 

@@ -29,10 +29,10 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from ..errors import InvalidArgumentError
+from ..loading import BUNDLED_SR_MODEL, load_folder, pipeline_folder
 from ..models.super_resolution import SuperResolutionUNet, augment, upsample
 from ..sampling import denoise
 
-BUNDLED_SR_MODEL = Path(__file__).resolve().parent.parent / "weights" / "digits-sr"
 # Defaults of our SR model, chosen by measurement (docs/super-resolution.md): one x0 step from clean
 # (unaugmented) input frames is both the most accurate and the fastest setting of the bundled model.
 DEFAULT_STEPS = 1
@@ -92,8 +92,7 @@ OUTPUT_TYPES = ("np", "pt", "uint8", "pil")
 class MagicVideoUpscalePipeline(DiffusionPipeline):
     """x``unet.config.scale`` super-resolution of every frame of a clip (see module docstring).
 
-    Load the bundled digits model with ``MagicVideoUpscalePipeline.from_pretrained(BUNDLED_SR_MODEL)``
-    (or :func:`load_upscale_pipeline`).
+    Load the bundled digits model with :func:`load_upscale_pipeline`.
     """
 
     model_cpu_offload_seq = "unet"
@@ -147,7 +146,7 @@ class MagicVideoUpscalePipeline(DiffusionPipeline):
         """Upscale ``video`` (module docstring) x``self.scale``.
 
         num_inference_steps: DDIM steps (1 by default); noise_level: augmentation of the
-        low-resolution input, 0..999 (20 by default: keyframe-model frames are nearly clean);
+        low-resolution input, 0..999 (0 by default: the bundled model is most accurate on clean frames);
         generator: seeds the noise (None: a fresh seed); shared_noise: the same initial noise and
         augmentation noise for every frame (True, for temporal consistency) or independent noise per
         frame; scale: if given, must equal the model's scale; batch_size: frames a U-Net call.
@@ -203,30 +202,13 @@ class MagicVideoUpscalePipeline(DiffusionPipeline):
         return UpscalePipelineOutput(frames=result) if return_dict else (result,)
 
 
-def load_upscale_pipeline(model: str | Path | None = None, argument: str = "model") -> MagicVideoUpscalePipeline:
-    """The SR pipeline of a folder (default: the bundled digits model), with a clear error naming
-    ``argument`` when the folder is missing or holds another kind of model."""
-    import json
-
-    folder = Path(model) if model is not None else BUNDLED_SR_MODEL
-    index = folder / "model_index.json"
-    if not folder.is_dir():
-        if model is None:
-            raise InvalidArgumentError(argument, f"no bundled SR model in this installation ({folder} is missing): "
-                                       "pass an SR model folder")
-        raise InvalidArgumentError(argument, f"no such model folder {folder}")
-    if not index.is_file():
-        raise InvalidArgumentError(argument, f"{folder} is not a pipeline folder (no model_index.json)")
-    try:
-        kind = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
-    except (OSError, ValueError) as err:
-        raise InvalidArgumentError(argument, f"{index} is unreadable: {err}") from None
-    if kind != "MagicVideoUpscalePipeline":
-        raise InvalidArgumentError(argument, f"{folder} holds a {kind}, not a super-resolution model "
-                                   "(MagicVideoUpscalePipeline); StableDiffusionUpscalePipeline folders go to SDUpscaleStage")
-    pipe = MagicVideoUpscalePipeline.from_pretrained(folder)
-    pipe.unet.float()  # bundled weights may be stored in float16
-    return pipe
+def load_upscale_pipeline(model: str | Path | None = None, device: str | None = None, dtype: str = "fp32",
+                          progress_bar: bool = True) -> MagicVideoUpscalePipeline:
+    """The SR pipeline saved in `model` (default: the bundled digits model) on `device` in `dtype`
+    (float32 by default on any device: the bundled U-Net is stored in float16; see
+    `loading.load_folder`). A folder of another kind raises `InvalidArgumentError("model", ...)`;
+    StableDiffusionUpscalePipeline folders go to `SDUpscaleStage`."""
+    return load_folder(MagicVideoUpscalePipeline, model, BUNDLED_SR_MODEL, device, dtype, progress_bar)
 
 
 class SDUpscaleStage:
@@ -241,10 +223,7 @@ class SDUpscaleStage:
         from diffusers import StableDiffusionUpscalePipeline
 
         if isinstance(pipe, (str, Path)):
-            folder = Path(pipe)
-            if not (folder / "model_index.json").is_file():
-                raise InvalidArgumentError("model", f"{folder} is not a pipeline folder (no model_index.json)")
-            pipe = StableDiffusionUpscalePipeline.from_pretrained(folder)
+            pipe = StableDiffusionUpscalePipeline.from_pretrained(pipeline_folder(pipe, StableDiffusionUpscalePipeline.__name__))
         if not isinstance(pipe, StableDiffusionUpscalePipeline):
             raise InvalidArgumentError("model", f"expected a StableDiffusionUpscalePipeline, got {type(pipe).__name__}")
         self.pipe = pipe

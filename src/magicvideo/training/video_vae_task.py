@@ -50,7 +50,7 @@ from .trainer import sample_generator, video_dataset
 
 def load_keyframe_pipeline(path: str | None):
     """The keyframe pipeline (U-Net, text encoder) that makes generated-like latents."""
-    from ..loading import load_pipeline
+    from ..pipelines.keyframes import load_pipeline
 
     return load_pipeline(path, device="cpu", dtype="fp32", progress_bar=False)
 
