@@ -1,8 +1,8 @@
 """Peak memory of a full-size generation on the CPU: Stable Diffusion 1.5 widths, 16 frames of 256x256, CFG.
 
 The whole `MagicVideoPipeline.__call__` (denoising with classifier-free guidance, then VAE decoding)
-with random weights of the real architectures: `MagicVideoUNet3D` at SD 1.5's widths (the U-Net of
-`benchmarks/gpu.py`), an `AutoencoderKL` with SD's KL-f8 configuration, 77-token prompt embeddings
+with random weights of the real architectures: `MagicVideoUNet3D` at SD 1.5's widths (its default
+configuration), an `AutoencoderKL` with SD's KL-f8 configuration, 77-token prompt embeddings
 of CLIP ViT-L/14's width (768; the text encoder itself, 123M parameters, 0.5 GiB in fp32, is not
 built: its output is passed as `prompt_embeds`). Each setting runs in a fresh process; reported are
 the resident set after building the models (the weights), the peak resident set of the generation
@@ -28,12 +28,14 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gpu import TEXT, build  # noqa: E402  (benchmarks/gpu.py)
-from magicvideo import MagicVideoPipeline  # noqa: E402
+from magicvideo import MagicVideoPipeline, MagicVideoUNet3D  # noqa: E402
 
+UNET = {  # SD 1.5's U-Net (MagicVideoUNet3D's defaults); "tiny": the same layout, narrow (as benchmarks/unet_step.py)
+    "sd15": dict(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, norm_num_groups=32),
+    "tiny": dict(block_out_channels=(32, 32, 64, 64), cross_attention_dim=32, norm_num_groups=8),
+}
 VAE = {  # SD's KL-f8 autoencoder (stable-diffusion-v1-5/vae/config.json); "tiny": the same layout, narrow
     "sd15": dict(block_out_channels=(128, 256, 512, 512), norm_num_groups=32),
     "tiny": dict(block_out_channels=(32, 32, 64, 64), norm_num_groups=8),
@@ -48,7 +50,8 @@ def _status_mib(field: str) -> float:
 
 
 def pipeline(widths: str, frames: int) -> MagicVideoPipeline:
-    unet = build(widths if widths != "tiny" else "tiny", frames, ["MagicVideoUNet3D"])["MagicVideoUNet3D"]
+    torch.manual_seed(0)
+    unet = MagicVideoUNet3D(**UNET[widths], layers_per_block=2, attention_head_dim=8, num_frames=frames).eval()
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         **VAE["tiny" if widths == "tiny" else "sd15"]).eval()
@@ -62,7 +65,7 @@ def measure(args) -> dict:
     pipe.set_progress_bar_config(disable=True)
     if args.slicing:
         pipe.unet.set_attention_slice("auto")
-    text = TEXT[args.widths]
+    text = UNET[args.widths]["cross_attention_dim"]
     embeds = torch.randn(1, 77, text, generator=torch.Generator().manual_seed(0))
     weights = _status_mib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set

@@ -1,39 +1,42 @@
-"""The GPU benchmark runs on the CPU with a flag (its test): both U-Nets, every figure present."""
+"""The benchmarks run at tiny sizes on the CPU: every figure present and plausible."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+UNET_STEP = BENCHMARKS / "unet_step.py"
+TINY = ["--widths", "tiny", "--frames", "4", "--size", "8", "--threads", "1"]
 
 
-def test_gpu_benchmark_runs_on_cpu():
-    result = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--widths", "tiny", "--dtype", "fp32",
-                             "--frames", "4", "--size", "8", "--steps", "2", "--repeats", "1", "--json"],
-                            capture_output=True, text=True, timeout=600)
+def run(script: Path, *args: str, **kwargs) -> str:
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600, **kwargs)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert [r["model"] for r in rows] == ["MagicVideoUNet3D", "UNet3DConditionModel"]
-    for r in rows:
-        assert r["step_s"] > 0 and r["peak_gib"] > 0 and r["generation_2_steps_s"] > 0
-    assert "time ratio" in result.stdout
+    return result.stdout
 
 
-def test_step_profile_splits_the_step_into_module_kinds():
-    script = SCRIPT.parent / "profile_step.py"
-    result = subprocess.run([sys.executable, str(script), "--widths", "tiny", "--frames", "4", "--size", "8"],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_unet_step_guidance_batch_and_generation():
+    """The GPU protocol (a guidance batch of 2, a whole generation) on the CPU: both U-Nets, every figure."""
+    report = json.loads(run(UNET_STEP, *TINY, "--batch", "2", "--generation-steps", "2", "--repeats", "1",
+                            "--no-memory", "--json").splitlines()[-1])
+    assert report["batch"] == 2 and report["device"] == "cpu" and report["dtype"] == "fp32"
+    assert list(report["models"]) == ["MagicVideoUNet3D", "diffusers UNet3DConditionModel"]
+    for figures in report["models"].values():
+        assert figures["median_s"] > 0 and figures["generation_s"] > 0
+
+
+def test_unet_step_profile_splits_the_step_into_module_kinds():
+    out = run(UNET_STEP, "--profile", *TINY)
     rows = {}
-    for line in result.stdout.splitlines():
+    for line in out.splitlines():
         parts = line.rsplit(maxsplit=2)
         if len(parts) == 3 and parts[2].endswith("%"):
             rows[parts[0].strip()] = float(parts[1])
     kinds = ["spatial transformer block", "res-block", "directed temporal attention", "frame-wise adaptors", "the rest"]
     for kind in kinds:
-        assert any(name.startswith(kind) for name in rows), (kind, result.stdout)
-    total = float(result.stdout.split("one step ")[1].split(" s")[0])
+        assert any(name.startswith(kind) for name in rows), (kind, out)
+    total = float(out.split("one step ")[1].split(" s")[0])
     assert all(seconds > 0 for seconds in rows.values())
     parts = [s for name, s in rows.items() if not name.startswith(("frame-wise", "the rest"))]
     assert sum(parts) <= total * 1.01  # the kinds do not overlap
@@ -42,11 +45,7 @@ def test_step_profile_splits_the_step_into_module_kinds():
 def test_unet_step_benchmark_reports_matmul_fraction_and_memory():
     """benchmarks/unet_step.py at tiny widths: both U-Nets timed in one run, their achieved GFLOP/s a
     plausible fraction of the matmul rate measured in the same run, a per-model step peak, the ratio."""
-    script = SCRIPT.parent / "unet_step.py"
-    result = subprocess.run([sys.executable, str(script), "--widths", "tiny", "--frames", "4", "--size", "8",
-                             "--repeats", "2", "--threads", "1", "--json"], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout.splitlines()[-1])
+    report = json.loads(run(UNET_STEP, *TINY, "--repeats", "2", "--json").splitlines()[-1])
     assert report["widths"] == [32, 32, 64, 64] and report["matmul_gflops"] > 0
     models = report["models"]
     assert list(models) == ["MagicVideoUNet3D", "diffusers UNet3DConditionModel"]
@@ -62,24 +61,19 @@ def test_unet_step_benchmark_reports_matmul_fraction_and_memory():
 def test_cpu_memory_benchmark_runs_the_whole_pipeline_per_setting():
     """benchmarks/cpu_memory.py at tiny widths: one fresh process per decode chunk size, each a whole
     generation of the requested shape, its peak resident set at or above the weights' resident set."""
-    script = SCRIPT.parent / "cpu_memory.py"
-    result = subprocess.run([sys.executable, str(script), "--widths", "tiny", "--frames", "4", "--size", "64",
-                             "--chunks", "4", "1", "--threads", "1", "--json"], capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    out = run(BENCHMARKS / "cpu_memory.py", "--widths", "tiny", "--frames", "4", "--size", "64", "--chunks", "4", "1",
+              "--threads", "1", "--json")
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [r["chunk"] for r in rows] == [4, 1]
     for r in rows:
         assert r["weights_mib"] > 0 and r["peak_mib"] >= r["weights_mib"] and r["seconds"] > 0
 
 
 def test_video_vae_decode_benchmark_compares_with_the_image_decoder():
-    script = SCRIPT.parent / "video_vae_decode.py"
-    result = subprocess.run([sys.executable, str(script), "--threads", "1", "--frames", "5", "--chunk", "2",
-                             "--repeats", "1"], capture_output=True, text=True, timeout=600,
-                            cwd=SCRIPT.parents[1])
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line.split() for line in result.stdout.splitlines() if line.endswith("x")]
+    out = run(BENCHMARKS / "video_vae_decode.py", "--threads", "1", "--frames", "5", "--chunk", "2", "--repeats", "1",
+              cwd=BENCHMARKS.parent)
+    rows = [line.split() for line in out.splitlines() if line.endswith("x")]
     assert [r[:2] for r in rows] == [["5", "frames,"], ["16", "frames,"]]
     # the aligned VideoVAE runs the image decoder for its motion, and more
     assert all(float(r[-3]) > float(r[-2]) > 0 and float(r[-1][:-1]) > 1 for r in rows)
+
