@@ -50,6 +50,9 @@ def test_output_types(tiny_pipeline):
     latents = run(tiny_pipeline, num_frames=2, output_type="latent")
     pil = run(tiny_pipeline, num_frames=2, output_type="pil")
     assert pt.shape == (1, 2, 3, 16, 16) and latents.shape == (1, 4, 2, 8, 8) and len(pil[0]) == 2
+    frames, uint8 = (run(tiny_pipeline, num_frames=2, output_type=kind) for kind in ("np", "uint8"))
+    assert uint8.dtype == np.uint8 and np.array_equal(uint8, (frames * 255).round().astype(np.uint8))
+    assert np.array_equal(np.asarray(pil[0][1]), uint8[0, 1]) and np.array_equal(pt.permute(0, 1, 3, 4, 2).numpy(), frames)
 
 
 def test_save_and_load_round_trip(tiny_pipeline, tmp_path):

@@ -60,8 +60,14 @@ def test_input_kinds_and_output_types(sr_pipe):
     np.testing.assert_allclose(from_tensor, ref, atol=1e-6)
     gray = sr_pipe(uint8[..., 0], generator=torch.Generator().manual_seed(1), **kwargs).frames  # (F, H, W)
     assert gray.shape == (2, 32, 32, 3)
+    from PIL import Image
+
+    from_pil = sr_pipe([Image.fromarray(frame) for frame in uint8], generator=torch.Generator().manual_seed(1),
+                       **kwargs).frames
+    np.testing.assert_array_equal(from_pil, from_uint8)
     pt = sr_pipe(uint8, generator=torch.Generator().manual_seed(1), output_type="pt", **kwargs).frames
-    assert isinstance(pt, torch.Tensor) and pt.shape == (2, 32, 32, 3)
+    assert isinstance(pt, torch.Tensor) and pt.shape == (2, 3, 32, 32)  # diffusers' layout, as every pipeline's
+    np.testing.assert_array_equal(pt.permute(0, 2, 3, 1).numpy(), from_uint8)
     as_uint8 = sr_pipe(uint8, generator=torch.Generator().manual_seed(1), output_type="uint8", **kwargs).frames
     assert as_uint8.dtype == np.uint8 and as_uint8.shape == (2, 32, 32, 3)
     pil = sr_pipe(uint8, generator=torch.Generator().manual_seed(1), output_type="pil", **kwargs).frames

@@ -27,6 +27,7 @@ import torch
 from ..errors import InvalidArgumentError
 from ..loading import read_index
 from ..vae import decode_latents_video, is_video_vae
+from .frames import decoded_to_output
 from .keyframes import load_pipeline
 
 # Steps of the interpolation stage unless given: the bundled residual model was measured at 10 (docs/interpolation.md).
@@ -259,5 +260,5 @@ class MagicVideoCascadePipeline:
     def decode(self, latents: torch.Tensor, decoder: str = "video") -> np.ndarray:
         """Scaled latents (1, C, F, h, w) -> frames (F, H, W, 3) in [0, 1]."""
         video = decode_latents_video(self.keyframes.vae, latents, 16, decoder=decoder)
-        return self.keyframes.video_processor.postprocess_video(video, "np")[0]
+        return decoded_to_output(video, "np")[0]
 

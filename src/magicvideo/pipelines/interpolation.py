@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -22,25 +21,8 @@ from ..models.interpolation import (is_interpolation_unet, keyframes_per_window,
 from ..models.unet_3d import MagicVideoUNet3D
 from ..sampling import KnownFrames, denoise
 from ..vae import encode_video
-from .keyframes import OUTPUT_TYPES, MagicVideoPipeline, MagicVideoPipelineOutput, _finite_number
-
-
-def video_to_tensor(video) -> torch.Tensor:
-    """A clip as (B, 3, F, H, W) floats in [-1, 1]. Accepts numpy / torch (F, H, W, 3) or
-    (B, F, H, W, 3), uint8 or floats in [0, 1], a torch (B, 3, F, H, W) tensor in [-1, 1], or a
-    list of PIL images (one clip)."""
-    if isinstance(video, list) and video and hasattr(video[0], "convert"):
-        video = np.stack([np.asarray(image.convert("RGB")) for image in video])
-    if isinstance(video, torch.Tensor) and video.ndim == 5 and video.shape[1] == 3 and video.shape[-1] != 3:
-        return video.float()
-    array = video.detach().cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
-    if array.ndim == 4:
-        array = array[None]
-    if array.ndim != 5 or array.shape[-1] != 3:
-        raise InvalidArgumentError("video", f"expected frames (F, H, W, 3) or (B, F, H, W, 3), got shape {array.shape}")
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    tensor = tensor.float() / 255.0 if array.dtype == np.uint8 else tensor.float()
-    return tensor.permute(0, 4, 1, 2, 3) * 2.0 - 1.0
+from .frames import as_clips, check_output_type, decoded_to_output
+from .keyframes import MagicVideoPipeline, MagicVideoPipelineOutput, _finite_number
 
 
 class _TailTimesteps:
@@ -201,7 +183,7 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
 
         Give either `keyframe_latents` (B, C, K, h, w), scaled as the keyframe pipeline's
         `output_type="latent"` returns them (the cascade's path: the returned latents hold them
-        bit-identical at frames 0, k, 2k, ...), or `video` (see `video_to_tensor`), encoded here; with
+        bit-identical at frames 0, k, 2k, ...), or `video` (a clip or clips, see `frames.as_clips`), encoded here; with
         `keep_input_frames` the input frames are put back at the keyframe positions of the output.
         `fps`: the keyframes' frame rate; the model is conditioned on, and the output runs at,
         fps * factor. `factor` defaults to the model's `keyframe_stride`. `prompt` (optional: the
@@ -210,12 +192,11 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
         less starts them from the latent blend of their keyframes noised to that level (fewer steps run)."""
         if (video is None) == (keyframe_latents is None):
             raise InvalidArgumentError("video", "give either a video or keyframe_latents (exactly one)")
-        if output_type not in OUTPUT_TYPES:
-            raise InvalidArgumentError("output_type", f"must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_output_type(output_type)
         factor = self.keyframe_stride if factor is None else factor
         pixels = None
         if video is not None:
-            pixels = video_to_tensor(video)
+            pixels = as_clips(video).permute(0, 4, 1, 2, 3) * 2.0 - 1.0  # (B, 3, F, H, W) in [-1, 1]
             argument, num_keyframes = "video", pixels.shape[2]
         else:
             if not isinstance(keyframe_latents, torch.Tensor) or keyframe_latents.ndim != 5:
@@ -266,7 +247,7 @@ class MagicVideoInterpolationPipeline(MagicVideoPipeline):
             decoded = self.decode_latents(latents, decode_chunk_size)
             if pixels is not None and keep_input_frames:
                 decoded[:, :, ::factor] = pixels.to(decoded)
-            frames = self.video_processor.postprocess_video(decoded, output_type)
+            frames = decoded_to_output(decoded, output_type)
         self.maybe_free_model_hooks()
         return MagicVideoPipelineOutput(frames=frames) if return_dict else (frames,)
 

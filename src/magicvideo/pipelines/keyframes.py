@@ -21,8 +21,8 @@ from ..models.temporal_attention import TemporalCache
 from ..sampling import SCHEDULERS, denoise, denoise_causal, frame_schedule
 from ..text import encode_prompts, is_packaged_text_encoder, load_packaged_text_encoder
 from ..vae import decode_latents_video
+from .frames import check_output_type, decoded_to_output
 
-OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 # pipeline settings that no longer exist: what became of them
 REMOVED_PIPELINE_KEYS = {"noise_sharing": "noise shared between frames was measured and not adopted (docs/experiments.md)"}
 
@@ -288,8 +288,7 @@ class MagicVideoPipeline(DiffusionPipeline):
                           prompt_embeds, negative_prompt_embeds, num_videos_per_prompt, callback_on_step_end_tensor_inputs,
                           chunk_size, frame_lag, context_timestep)
         chunk_size, frame_lag = self.sampling_plan(num_frames, chunk_size, frame_lag)
-        if output_type not in OUTPUT_TYPES:
-            raise InvalidArgumentError("output_type", f"must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_output_type(output_type)
         self._interrupt = False
         device = self._execution_device
         cfg = guidance_scale > 1.0
@@ -320,7 +319,7 @@ class MagicVideoPipeline(DiffusionPipeline):
         if output_type == "latent":
             frames = latents
         else:
-            frames = self.video_processor.postprocess_video(self.decode_latents(latents, decode_chunk_size, decoder), output_type)
+            frames = decoded_to_output(self.decode_latents(latents, decode_chunk_size, decoder), output_type)
         self.maybe_free_model_hooks()
         return MagicVideoPipelineOutput(frames=frames) if return_dict else (frames,)
 

@@ -11,11 +11,12 @@ give identical output frames and a static background does not flicker.
 per-frame treatment with shared noise (one identically seeded generator per frame, so every frame
 draws the same initial latents and the same augmentation noise).
 
-Input video: (F, H, W, 3) uint8, or float in [0, 1], as a numpy array or a torch tensor (a
-(F, H, W) grayscale clip is taken as 3 equal channels). Output: (F, 4H, 4W, 3) exactly. The SR
-model is fully convolutional: any H and W that are multiples of ``size_multiple / scale`` (4 for the
-bundled model) work, other sizes are refused with an `InvalidArgumentError` (never resized silently);
-the bundled digits model was trained for 64x64 Moving MNIST frames.
+Input: one clip, as `frames.as_clips` reads it ((F, H, W, 3) uint8 or floats in [0, 1], numpy or
+torch; a (F, H, W) grayscale clip is taken as 3 equal channels). Output: its F frames at 4H x 4W
+exactly, as `frames.to_output` gives them ("np": (F, 4H, 4W, 3)). The SR model is fully
+convolutional: any H and W that are multiples of ``size_multiple / scale`` (4 for the bundled model)
+work, other sizes are refused with an `InvalidArgumentError` (never resized silently); the bundled
+digits model was trained for 64x64 Moving MNIST frames.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..errors import InvalidArgumentError
 from ..loading import BUNDLED_SR_MODEL, load_folder, pipeline_folder
 from ..models.super_resolution import SuperResolutionUNet, augment, upsample
 from ..sampling import denoise
+from .frames import as_clips, check_output_type, to_output
 
 # Defaults of our SR model, chosen by measurement (docs/super-resolution.md): one x0 step from clean
 # (unaugmented) input frames is both the most accurate and the fastest setting of the bundled model.
@@ -41,52 +43,17 @@ DEFAULT_NOISE_LEVEL = 0
 
 @dataclass
 class UpscalePipelineOutput(BaseOutput):
-    """frames: (F, sH, sW, 3) float in [0, 1] (`np`), a tensor of it (`pt`), uint8 (`uint8`) or PIL images (`pil`)."""
+    """frames: (F, sH, sW, 3) float in [0, 1] ("np"), (F, 3, sH, sW) ("pt"), uint8 ("uint8") or PIL images ("pil")."""
 
     frames: object
 
 
-def as_frames(video, argument: str = "video") -> torch.Tensor:
-    """(F, H, W, 3) or (F, H, W) uint8 / float [0, 1] (numpy or torch) -> float tensor (F, 3, H, W) in [0, 1]."""
-    if isinstance(video, (list, tuple)):
-        if not video:
-            raise InvalidArgumentError(argument, "the clip has no frames")
-        video = np.stack([np.asarray(frame) for frame in video])
-    if isinstance(video, np.ndarray):
-        video = torch.from_numpy(np.ascontiguousarray(video))
-    if not isinstance(video, torch.Tensor):
-        raise InvalidArgumentError(argument, f"expected frames (F, H, W, 3) as a numpy array or tensor, got {type(video).__name__}")
-    if video.ndim == 3:
-        video = video[..., None].expand(*video.shape, 3)
-    if video.ndim != 4 or video.shape[-1] not in (1, 3):
-        raise InvalidArgumentError(argument, f"expected frames (F, H, W, 3), got shape {tuple(video.shape)}")
-    if video.shape[0] == 0:
-        raise InvalidArgumentError(argument, "the clip has no frames")
-    if video.shape[1] == 0 or video.shape[2] == 0:
-        raise InvalidArgumentError(argument, f"empty frames of shape {tuple(video.shape[1:])}")
-    if video.shape[-1] == 1:
-        video = video.expand(*video.shape[:3], 3)
-    video = video.float() / 255.0 if video.dtype == torch.uint8 else video.float()
-    return video.permute(0, 3, 1, 2).contiguous()
-
-
-def _output(frames: torch.Tensor, output_type: str):
-    """frames (F, 3, H, W) in [0, 1] -> the requested output type."""
-    frames = frames.clamp(0, 1).permute(0, 2, 3, 1).contiguous()
-    if output_type == "pt":
-        return frames
-    array = frames.cpu().numpy()
-    if output_type == "np":
-        return array
-    uint8 = (array * 255.0).round().astype(np.uint8)
-    if output_type == "uint8":
-        return uint8
-    from PIL import Image
-
-    return [Image.fromarray(frame) for frame in uint8]
-
-
-OUTPUT_TYPES = ("np", "pt", "uint8", "pil")
+def _clip_frames(video) -> torch.Tensor:
+    """One clip (`frames.as_clips`) -> float tensor (F, 3, H, W) in [0, 1]."""
+    clips = as_clips(video)
+    if len(clips) != 1:
+        raise InvalidArgumentError("video", f"expected one clip (F, H, W, 3), got {len(clips)} clips")
+    return clips[0].permute(0, 3, 1, 2).contiguous()
 
 
 class MagicVideoUpscalePipeline(DiffusionPipeline):
@@ -115,8 +82,7 @@ class MagicVideoUpscalePipeline(DiffusionPipeline):
         levels = len(self.scheduler.alphas_cumprod)
         if not isinstance(noise_level, int) or not 0 <= noise_level < levels:
             raise InvalidArgumentError("noise_level", f"must be an integer in [0, {levels - 1}], got {noise_level!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise InvalidArgumentError("output_type", f"must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        check_output_type(output_type, latent=False)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError("batch_size", f"must be a positive integer, got {batch_size!r}")
         multiple = self.unet.size_multiple
@@ -151,7 +117,7 @@ class MagicVideoUpscalePipeline(DiffusionPipeline):
         augmentation noise for every frame (True, for temporal consistency) or independent noise per
         frame; scale: if given, must equal the model's scale; batch_size: frames a U-Net call.
         """
-        frames = as_frames(video)
+        frames = _clip_frames(video)
         self.check_inputs(frames, scale, num_inference_steps, noise_level, output_type, batch_size)
         device, dtype = self._execution_device, self.unet.dtype
         inverse = None
@@ -197,7 +163,7 @@ class MagicVideoUpscalePipeline(DiffusionPipeline):
         upscaled = torch.cat(outputs)
         if inverse is not None:
             upscaled = upscaled[inverse]
-        result = _output(upscaled, output_type)
+        result = to_output(upscaled, output_type)
         self.maybe_free_model_hooks()
         return UpscalePipelineOutput(frames=result) if return_dict else (result,)
 
@@ -235,9 +201,8 @@ class SDUpscaleStage:
         """(F, H, W, 3) frames -> (F, 4H, 4W, 3); guidance_scale <= 1 disables classifier-free guidance."""
         if scale is not None and scale != self.scale:
             raise InvalidArgumentError("scale", f"this model upscales x{self.scale}, not x{scale}")
-        if output_type not in OUTPUT_TYPES:
-            raise InvalidArgumentError("output_type", f"must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-        frames = as_frames(video)
+        check_output_type(output_type, latent=False)
+        frames = _clip_frames(video)
         max_level = self.pipe.config.max_noise_level
         if not isinstance(noise_level, int) or not 0 <= noise_level <= max_level:
             raise InvalidArgumentError("noise_level", f"must be an integer in [0, {max_level}], got {noise_level!r}")
@@ -257,4 +222,4 @@ class SDUpscaleStage:
                                noise_level=noise_level, guidance_scale=guidance_scale, generator=generators,
                                output_type="pt").images
             outputs.append(images.float().cpu())
-        return UpscalePipelineOutput(frames=_output(torch.cat(outputs), output_type))
+        return UpscalePipelineOutput(frames=to_output(torch.cat(outputs), output_type))
