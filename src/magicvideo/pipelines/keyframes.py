@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
 from ..errors import InvalidArgumentError
-from ..loading import BUNDLED_MODEL, load_folder
+from ..loading import BUNDLED_MODEL, load_folder, read_index
 from ..models.unet_3d import MagicVideoUNet3D
 from ..models.temporal_attention import TemporalCache
 from ..sampling import SCHEDULERS, denoise, denoise_causal, frame_schedule
@@ -81,7 +80,7 @@ class MagicVideoPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         index_file = Path(pretrained_model_name_or_path) / "model_index.json"
-        index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+        index = read_index(pretrained_model_name_or_path) if index_file.is_file() else {}
         removed = sorted(set(index) & set(REMOVED_PIPELINE_KEYS))
         if removed:
             raise InvalidArgumentError("model", f"{index_file} names {removed[0]!r}, which was removed: "
