@@ -230,6 +230,18 @@ class MagicVideoPipeline(DiffusionPipeline):
             raise InvalidArgumentError("latents", f"expected shape {shape}, got {tuple(latents.shape)}")
         return latents.to(device, dtype) * self.scheduler.init_noise_sigma
 
+    def check_context_latents(self, context_latents, latents, num_videos_per_prompt: int) -> torch.Tensor:
+        """Given first frames (B, C, k, h, w) of the clips, repeated per video of a prompt; k < frames."""
+        batch, channels, frames, h, w = latents.shape
+        given = tuple(context_latents.shape) if isinstance(context_latents, torch.Tensor) else None
+        prompts = batch // num_videos_per_prompt
+        if given is None or len(given) != 5 or given[0] not in (1, prompts) or given[1] != channels \
+                or given[3:] != (h, w) or not 1 <= given[2] < frames:
+            raise InvalidArgumentError("context_latents", f"expected a tensor (1 or {prompts}, {channels}, k, {h}, {w}) "
+                                       f"with 1 <= k < {frames} frames, got {given}")
+        context = context_latents.to(latents.device, latents.dtype).expand(prompts, -1, -1, -1, -1)
+        return context.repeat_interleave(num_videos_per_prompt, dim=0)
+
     def decode_latents(self, latents: torch.Tensor, chunk_size: int = 16, decoder: str = "video") -> torch.Tensor:
         """Latents (B, C, F, h, w) -> video (B, 3, F, H, W) in [-1, 1]: with the VideoVAE's temporal
         decoder when the VAE is a `VideoAutoencoderKL` and `decoder` is "video", else frame by frame."""
@@ -260,6 +272,7 @@ class MagicVideoPipeline(DiffusionPipeline):
         chunk_size: int | None = None,
         frame_lag: int | None = None,
         context_timestep: int | None = None,
+        context_latents: torch.Tensor | None = None,
     ) -> MagicVideoPipelineOutput | tuple:
         """Generate clips of `num_frames` frames (default: the model's `num_frames`, 16 for MagicVideo).
 
@@ -271,7 +284,9 @@ class MagicVideoPipeline(DiffusionPipeline):
         `frame_lag` steps after the chunk before (None: when that one is finished; a lag without a
         chunk size staggers single frames). None: the pipeline's saved defaults; a chunk of every
         frame (the default of a pipeline that saves none) or a lag of 0 is the synchronous sampler
-        of any scheduler.
+        of any scheduler. `context_latents` (B, C, k, h, w), scaled VAE latents of the clips' first k
+        frames (given frames: image-to-video, continuing a clip): they are the output's first k frames
+        (held exactly) and the model makes the rest beside them (causal sampling).
         `callback_on_step_end(pipe, step, timestep, tensors) -> dict` is called after every step
         with the tensors named in `callback_on_step_end_tensor_inputs`; tensors it returns replace
         them, and setting `pipe._interrupt = True` stops sampling after that step."""
@@ -299,6 +314,8 @@ class MagicVideoPipeline(DiffusionPipeline):
         context = context.to(self.unet.dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         latents = self.prepare_latents(batch, num_frames, height, width, context.dtype, device, generator, latents)
+        if context_latents is not None:
+            context_latents = self.check_context_latents(context_latents, latents, num_videos_per_prompt)
         fps_input = None if fps is None else torch.full((len(context),), float(fps), device=device)
 
         def model(x, t, cache=None):
@@ -306,8 +323,9 @@ class MagicVideoPipeline(DiffusionPipeline):
 
         on_step_end = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds,
                                          negative_prompt_embeds)
-        if chunk_size < num_frames and frame_lag != 0:
+        if chunk_size < num_frames and frame_lag != 0 or context_latents is not None:
             latents = denoise_causal(model, self.scheduler, latents, chunk_size=chunk_size, lag=frame_lag,
+                                     context=context_latents,
                                      context_timestep=context_timestep, guidance_scale=guidance_scale,
                                      cache=TemporalCache() if self.unet.is_causal else None, generator=generator,
                                      on_step_end=on_step_end, progress=self.progress_bar)
