@@ -35,6 +35,15 @@ def build_vae(config: Config) -> AutoencoderKL:
                          norm_num_groups=vae.norm_num_groups, sample_size=config.data.resolution)
 
 
+@torch.no_grad()
+def validation_clips(config: Config, count: int) -> torch.Tensor:
+    """The first `count` clips of the data stream (fixed: the same at every call): the samples of the
+    VAE tasks."""
+    dataset = video_dataset(config, 0, 1, 0)
+    items = iter(dataset) if isinstance(dataset, torch.utils.data.IterableDataset) else map(dataset.__getitem__, range(count))
+    return torch.stack([item["pixel_values"] for _, item in zip(range(count), items)])
+
+
 class VAETask:
     name = "train-vae"
 
@@ -63,18 +72,11 @@ class VAETask:
         return rec(reconstruction.float(), frames.float()) + vae.kl_weight * kl
 
     @torch.no_grad()
-    def validation_clips(self, count: int) -> torch.Tensor:
-        """The first `count` clips of the data stream (fixed: the same at every call)."""
-        dataset = video_dataset(self.config, 0, 1, 0)
-        items = iter(dataset) if isinstance(dataset, torch.utils.data.IterableDataset) else map(dataset.__getitem__, range(count))
-        return torch.stack([item["pixel_values"] for _, item in zip(range(count), items)])
-
-    @torch.no_grad()
     def sample(self, vae, folder: Path) -> None:
         """Original | reconstruction side by side for two fixed clips."""
         was_training = vae.training
         vae.eval()
-        clips = self.validation_clips(2).to(self.device)
+        clips = validation_clips(self.config, 2).to(self.device)
         frames = rearrange(clips, "b c f h w -> (b f) c h w")
         reconstruction = vae.decode(vae.encode(frames).latent_dist.mode()).sample.clamp(-1, 1)
         both = torch.cat([frames, reconstruction], dim=-1)  # side by side
@@ -85,7 +87,7 @@ class VAETask:
 
     @torch.no_grad()
     def scaling_factor(self, vae) -> float:
-        clips = self.validation_clips(self.config.vae.scaling_samples).to(self.device)
+        clips = validation_clips(self.config, self.config.vae.scaling_samples).to(self.device)
         frames = rearrange(clips, "b c f h w -> (b f) c h w")
         latents = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in frames.split(16)])
         return float(1.0 / latents.float().std())

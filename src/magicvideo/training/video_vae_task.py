@@ -46,6 +46,7 @@ from ..vae import load_vae
 from ..video_io import contact_sheet, write_video
 from .config import Config
 from .trainer import sample_generator, video_dataset
+from .vae_task import validation_clips
 
 
 def load_keyframe_pipeline(path: str | None):
@@ -184,19 +185,13 @@ class VideoVAETask:
 
     # -- samples and save -----------------------------------------------------------------------
     @torch.no_grad()
-    def validation_clips(self, count: int) -> torch.Tensor:
-        dataset = video_dataset(self.config, 0, 1, 0)
-        items = iter(dataset) if isinstance(dataset, torch.utils.data.IterableDataset) else map(dataset.__getitem__, range(count))
-        return torch.stack([item["pixel_values"] for _, item in zip(range(count), items)])
-
-    @torch.no_grad()
     def sample(self, vae, folder: Path) -> None:
         """Real | image decoder | VideoVAE for fixed clips: an mp4 each and one contact sheet PNG."""
         from PIL import Image
 
         was_training = vae.training
         vae.eval()
-        clips = self.validation_clips(self.config.video_vae.sample_clips).to(self.device)
+        clips = validation_clips(self.config, self.config.video_vae.sample_clips).to(self.device)
         latents = self.encode(vae, clips)
         image = vae.decode_video(latents, temporal=False).clamp(-1, 1)
         video = vae.decode_video(latents).clamp(-1, 1)
