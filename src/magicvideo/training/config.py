@@ -75,10 +75,7 @@ class VideoVAEConfig:
     temporal_layers: list[str] = field(default_factory=lambda: ["mid", "up0"])  # decoder stages: in, mid, up0, up1, ...
     temporal_attention_heads: int = 4
     temporal_window: int = 16  # frames a frame attends to (itself included)
-    temporal_radius: int = 0  # each frame attends to (2r+1)^2 neighbours of its position in earlier frames
-    temporal_recency_bias: bool = False  # ALiBi-style -slope * distance per head, learnt (models/video_vae.py)
-    temporal_alignment: int = 0  # > 0: earlier frames moved onto the current one by the global motion (+- this many px)
-    temporal_gated: bool = False  # the layers pull each frame towards a convex mix of it and its aligned past, gated
+    temporal_alignment: int = 6  # earlier frames moved onto the current one by the global motion (searched within +- this many px)
     train_decoder: bool = False  # False: only the temporal layers (the image decoder stays exact)
     reconstruction_loss: str = "l1"  # l1 or mse, per pixel value
     difference_weight: float = 1.0  # weight of the loss on frame-to-frame differences
@@ -208,10 +205,10 @@ MINIMUM = {
                      "train.max_steps", "data.num_frames", "data.resolution", "data.min_stride", "data.max_stride",
                      "data.cache_shard_size", "output.keep_checkpoints", "output.log_every", "output.sample_steps",
                      "vae.layers_per_block", "vae.latent_channels", "vae.scaling_samples",
-                     "video_vae.temporal_attention_heads", "video_vae.temporal_window",
+                     "video_vae.temporal_attention_heads", "video_vae.temporal_window", "video_vae.temporal_alignment",
                      "sr.scale", "sr.pixel_shuffle", "sr.layers_per_block", "sr.norm_num_groups", "sr.patch_size",
                      "sr.sample_steps"), 1),
-    **dict.fromkeys(("video_vae.difference_weight", "video_vae.warp_weight", "video_vae.temporal_radius", "video_vae.temporal_alignment", "video_vae.generated_fraction", "video_vae.generated_min_timestep",
+    **dict.fromkeys(("video_vae.difference_weight", "video_vae.warp_weight", "video_vae.generated_fraction", "video_vae.generated_min_timestep",
                      "video_vae.generated_max_timestep", "video_vae.sample_clips"), 0),
     **dict.fromkeys(("sr.max_noise_level", "sr.sample_noise_level"), 0),
     "interpolation.keyframe_stride": 2,
