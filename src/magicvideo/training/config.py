@@ -222,7 +222,9 @@ _NOT_ADOPTED = "measured and not adopted (docs/experiments.md; the code is in gi
 REMOVED_KEYS = {
     **dict.fromkeys(("model.spatial_attention", "model.temporal_attention_scope", "model.space_time_attention",
                      "model.temporal_convolution", "model.spatial_position_encoding", "train.noise_sharing",
-                     "train.lr_scale", "train.frame_difference_weight", "train.frame_difference_lags"), _NOT_ADOPTED),
+                     "train.lr_scale", "train.frame_difference_weight", "train.frame_difference_lags",
+                     "video_vae.temporal_radius", "video_vae.temporal_recency_bias", "video_vae.temporal_gated"),
+                    _NOT_ADOPTED),
     "model.temporal_attention": "set the mode in model.unet.temporal_attention when training from scratch",
 }
 
