@@ -223,8 +223,9 @@ REMOVED_KEYS = {
     **dict.fromkeys(("model.spatial_attention", "model.temporal_attention_scope", "model.space_time_attention",
                      "model.temporal_convolution", "model.spatial_position_encoding", "train.noise_sharing",
                      "train.lr_scale", "train.frame_difference_weight", "train.frame_difference_lags",
-                     "video_vae.temporal_radius", "video_vae.temporal_recency_bias", "video_vae.temporal_gated"),
-                    _NOT_ADOPTED),
+                     "video_vae.temporal_radius"), _NOT_ADOPTED),
+    **dict.fromkeys(("video_vae.temporal_recency_bias", "video_vae.temporal_gated"),
+                    "always on now: the VideoVAE is the shipped gated, aligned one (docs/video-vae.md)"),
     "model.temporal_attention": "set the mode in model.unet.temporal_attention when training from scratch",
 }
 
