@@ -9,7 +9,7 @@ coherence in the rollout means the model drifts on its own output; low coherence
 cannot copy a moving digit (issue #41's diagnosis).
 
     python scripts/causal_diagnostics.py --model src/magicvideo/weights/digits --model runs/x/final \\
-        --chunk-sizes 16 4 1 --given 1 4 --jobs 24 --json runs/diagnostics.json
+        --samplers 16 4 4@20 1 --given 1 4 --jobs 24 --json runs/diagnostics.json
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def continuation_generator(pipe, given: int, steps: int, guidance: float, chunk_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="keyframe pipeline folder (repeatable)")
-    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[16, 4, 1], help="samplers of the rollouts")
+    parser.add_argument("--samplers", nargs="+", default=["16", "4", "1"],
+                        help="samplers of the rollouts: a chunk size, or CHUNK@T to show finished frames at timestep T")
     parser.add_argument("--given", type=int, nargs="*", default=[1, 4], help="frames given in the continuations")
     parser.add_argument("--given-chunk-size", type=int, default=None,
                         help="sampler of the continuations (default: the model's own)")
@@ -93,10 +94,12 @@ def main() -> None:
     for model in args.model:
         pipe = load_pipeline(model, progress_bar=False)
         rows = table[model] = {}
-        for chunk in args.chunk_sizes:
-            generate = pipeline_generator(pipe, args.steps, args.guidance, "video", chunk_size=chunk)
-            rows[f"rollout chunk {chunk}"] = scored(generate, jobs, args.batch_size)
-            print(model, f"rollout chunk {chunk}", rows[f"rollout chunk {chunk}"], flush=True)
+        for sampler in args.samplers:
+            chunk, _, t = sampler.partition("@")
+            generate = pipeline_generator(pipe, args.steps, args.guidance, "video", chunk_size=int(chunk),
+                                          context_timestep=int(t or 0))
+            rows[f"rollout {sampler}"] = scored(generate, jobs, args.batch_size)
+            print(model, f"rollout {sampler}", rows[f"rollout {sampler}"], flush=True)
         for given in args.given:
             generate = continuation_generator(pipe, given, args.steps, args.guidance, args.given_chunk_size)
             rows[f"given {given}"] = scored(generate, jobs, args.batch_size)

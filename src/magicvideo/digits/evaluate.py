@@ -341,7 +341,7 @@ def cascade_generator(cascade, num_inference_steps: int = 25, guidance_scale: fl
 
 def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float = 7.5,
                        decoder: str = "video", chunk_size: int | None = None,
-                       frame_lag: int | None = None) -> Generator:
+                       frame_lag: int | None = None, context_timestep: int | None = None) -> Generator:
     """A :data:`Generator` from a :class:`magicvideo.MagicVideoPipeline`: clips of 16 frames,
     or of the model's frame count if it makes fewer."""
     import torch
@@ -360,6 +360,7 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
             decoder=decoder,
             chunk_size=chunk_size,
             frame_lag=frame_lag,
+            context_timestep=context_timestep,
         )
         return out.frames
 
