@@ -103,10 +103,10 @@ def build_demo(cascade: MagicVideoCascadePipeline, out_dir: str | Path | None = 
     return demo
 
 
-def main(model: str | None, host: str, port: int, concurrency: int = 2) -> None:
+def main(model: str | None, host: str, port: int, concurrency: int = 2, device: str | None = None) -> None:
     from .loading import BUNDLED_CASCADE
 
-    cascade = MagicVideoCascadePipeline.from_pretrained(model or BUNDLED_CASCADE, progress_bar=False)
+    cascade = MagicVideoCascadePipeline.from_pretrained(model or BUNDLED_CASCADE, device, progress_bar=False)
     demo = build_demo(cascade)
     demo.queue(default_concurrency_limit=concurrency)
     print(json.dumps({"url": f"http://{host}:{port}", "model": str(model or BUNDLED_CASCADE)}))

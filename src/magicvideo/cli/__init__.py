@@ -15,10 +15,24 @@ import sys
 from contextlib import contextmanager
 
 from ..errors import InvalidArgumentError
+from ..limits import AREA_FACTOR
+
+ALLOW_LARGE_HELP = (f"run sizes beyond the stated limit, which refuses frames of more than {AREA_FACTOR}x the area the "
+                    f"model was trained at ({AREA_FACTOR**0.5:.0f}x each side: 256x256 for the bundled 64x64 models) "
+                    "before any work starts, as memory and time grow with the area")
 
 
 class UserError(Exception):
     """A mistake in the user's input: printed as one clear line, never as a stack trace."""
+
+
+def refuse_unused(args: argparse.Namespace, reason: str, *names: str) -> None:
+    """UserError naming the first of the options `names` (argparse destinations) that was given (is
+    neither None nor False) although it would not be used, as `reason` says: a value given is never
+    silently dropped."""
+    for name in names:
+        if getattr(args, name) not in (None, False):
+            raise UserError(f"--{name.replace('_', '-')}: {reason}")
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import UserError
+from . import ALLOW_LARGE_HELP, UserError
 
 VAE_CLASSES = ("AutoencoderKL", "VideoAutoencoderKL")
 
@@ -28,6 +28,8 @@ def register(subparsers) -> None:
                    help="video: the temporal decoder (default when the VAE is a VideoVAE); image: frame by frame")
     p.add_argument("--chunk-size", type=int, default=16, metavar="N",
                    help="frames decoded at a time (bounded memory; the VideoVAE's result does not depend on it)")
+    p.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
     p.set_defaults(func=run_autoencode)
 
 
@@ -78,15 +80,29 @@ def run_autoencode(args) -> int:
     import torch
     from einops import rearrange
 
+    from ..devices import resolve_device
+    from ..errors import InvalidArgumentError
+    from ..limits import check_size
     from ..models.video_vae import VideoAutoencoderKL
     from ..vae import decode_latents_video, encode_video
-    from ..video_io import read_video, write_video
+    from ..video_io import probe_video, read_video, write_video
 
+    device = resolve_device(args.device)
+    try:
+        clip = probe_video(args.input)
+    except Exception as err:  # PyAV raises its own error types for unreadable or non-video files
+        raise UserError(f"{args.input}: cannot read a video from it ({err})") from None
+    vae = load_vae(folder).to(device)
+    trained = vae.config.sample_size
+    trained_height, trained_width = (trained, trained) if isinstance(trained, int) else trained
+    try:
+        check_size(clip.height, clip.width, trained_height, trained_width, allow_large=args.allow_large)
+    except InvalidArgumentError as err:
+        raise UserError(f"{args.input}: {err.message}") from None
     try:
         frames, fps = read_video(args.input)
     except Exception as err:  # PyAV raises its own error types for unreadable or non-video files
         raise UserError(f"{args.input}: cannot read a video from it ({err})") from None
-    vae = load_vae(folder)
     decoder = args.decoder or ("video" if isinstance(vae, VideoAutoencoderKL) else "image")
     if decoder == "video" and not isinstance(vae, VideoAutoencoderKL):
         raise UserError(f"--decoder video: the VAE in {folder} is an image VAE (AutoencoderKL) without a temporal "
@@ -96,7 +112,7 @@ def run_autoencode(args) -> int:
     if height % factor or width % factor:
         raise UserError(f"{args.input}: frames are {width}x{height}; this VAE needs sides that are multiples of {factor}")
     with torch.no_grad():
-        video = torch.from_numpy(frames).float().div(127.5).sub(1.0)
+        video = torch.from_numpy(frames).to(device).float().div(127.5).sub(1.0)
         video = rearrange(video, "f h w c -> 1 c f h w")
         latents = encode_video(vae, video, chunk_size=args.chunk_size)
         decoded = decode_latents_video(vae, latents, chunk_size=args.chunk_size, decoder=decoder)

@@ -17,6 +17,7 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     p.add_argument("--model", help="a cascade or keyframe pipeline folder (default: the bundled cascade)")
     p.add_argument("--concurrency", type=int, default=2, help="requests generated at the same time (default: 2)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
     p.set_defaults(func=run)
 
 
@@ -25,11 +26,14 @@ def run(args) -> int:
         raise UserError(f"--port: must be between 1 and 65535, got {args.port}")
     if args.concurrency < 1:
         raise UserError(f"--concurrency: must be >= 1, got {args.concurrency}")
+    from ..devices import resolve_device
+
+    device = resolve_device(args.device)
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise UserError("the demo needs Gradio: pip install 'magicvideo[demo]'") from None
     from ..demo import main
 
-    main(args.model, args.host, args.port, args.concurrency)
+    main(args.model, args.host, args.port, args.concurrency, device)
     return 0

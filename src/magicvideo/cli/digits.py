@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from magicvideo.cli import UserError
+from magicvideo.cli import UserError, refuse_unused
+
+# `digits eval` options that generate clips, left None when not given (so that a value given where it
+# is not used, e.g. --steps with --videos, is refused) and set to these defaults otherwise
+EVAL_DEFAULTS = {"fps": [8.0, 12.0, 24.0], "seeds": 1, "limit": 80, "steps": 25, "guidance": 7.5, "batch_size": 8}
 
 
 def register(subparsers) -> None:
@@ -76,23 +80,25 @@ def add_eval_parser(subparsers, name: str) -> None:
     source.add_argument("--videos", type=Path, help="score existing videos instead: a directory with captions.csv (path,caption,fps), "
                         "e.g. from `digits data` or saved generations; every video is scored whole at its fps")
     e.add_argument("--prompts", type=Path, help="text file, one caption per line (default: the canonical prompt for every digit and direction)")
-    e.add_argument("--fps", type=float, nargs="+", default=[8.0, 12.0, 24.0], help="frame rates to condition on (default: 8 12 24)")
-    e.add_argument("--seeds", type=int, default=1, help="seeds per prompt and fps (default: 1)")
-    e.add_argument("--limit", type=int, default=80, help="evaluate a fixed random subset of this many (prompt, fps, seed) jobs; 0 = all (default: 80)")
-    e.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
-    e.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default: 7.5)")
+    e.add_argument("--fps", type=float, nargs="+", help="frame rates to condition on (default: 8 12 24)")
+    e.add_argument("--seeds", type=int, help="seeds per prompt and fps (default: 1)")
+    e.add_argument("--limit", type=int, help="evaluate a fixed random subset of this many (prompt, fps, seed) jobs; 0 = all (default: 80)")
+    e.add_argument("--steps", type=int, help="denoising steps (default: 25)")
+    e.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: 7.5)")
     e.add_argument("--chunk-size", type=int, help="causal sampling of the keyframes: frames made together "
                    "(see generate --help; default: the model's own)")
     e.add_argument("--frame-lag", type=int, help="causal sampling: steps each chunk runs behind the one before "
                    "(see generate --help; default: the model's own)")
-    e.add_argument("--batch-size", type=int, default=8, help="clips generated at once (default: 8)")
+    e.add_argument("--batch-size", type=int, help="clips generated at once (default: 8)")
     e.add_argument("--classifier", type=Path, help="classifier directory (default: the shipped one)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     e.add_argument("--keyframes-only", action="store_true", help="with a cascade --model: score its keyframes only "
                    "(default: the cascade's default stages, e.g. interpolation and the VideoVAE)")
-    e.add_argument("--decoder", choices=("video", "image"), default="video",
-                   help="decoder of a cascade's latents (default: video, the VideoVAE when there is one)")
+    e.add_argument("--decoder", choices=("video", "image"),
+                   help="decoder of a --model's latents: video (the model must have a VideoVAE) or image (default: "
+                   "video when the model has a VideoVAE, else image)")
     e.add_argument("--upscale", action="store_true", help="with a cascade --model: add its super-resolution stage")
+    e.add_argument("--device", help="torch device of --model, e.g. cpu or cuda (default: cuda if available, else cpu)")
     e.set_defaults(func=run_eval)
 
 
@@ -144,6 +150,15 @@ def run_eval(args) -> int:
         real_clip_generator,
     )
 
+    generation = ("steps", "guidance", "chunk_size", "frame_lag", "keyframes_only", "decoder", "upscale", "device")
+    if args.videos is not None:
+        refuse_unused(args, "not used with --videos, which scores the videos of its captions.csv",
+                      "prompts", "fps", "seeds", "limit", "batch_size", *generation)
+    elif args.real:
+        refuse_unused(args, "not used with --real, which scores real clips instead of a model", *generation)
+    for name, value in EVAL_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     for name in ("seeds", "steps", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -171,9 +186,15 @@ def run_eval(args) -> int:
         if args.real:
             generate = real_clip_generator()
         else:
+            from magicvideo.devices import resolve_device
             from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
 
-            cascade = MagicVideoCascadePipeline.from_pretrained(args.model, progress_bar=False)
+            cascade = MagicVideoCascadePipeline.from_pretrained(args.model, resolve_device(args.device),
+                                                                progress_bar=False)
+            if args.decoder == "video" and not cascade.has_video_decoder:
+                raise UserError("--decoder video: this model's VAE has no temporal decoder (it is not a VideoVAE); "
+                                "use --decoder image or leave --decoder out")
+            args.decoder = args.decoder or "video"  # the VideoVAE when there is one
             stages = dict(interpolate=not args.keyframes_only and cascade.interpolation is not None,
                           decoder=args.decoder, upscale=args.upscale)
             cascade.check_stages(**stages)

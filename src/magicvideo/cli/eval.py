@@ -6,7 +6,7 @@ import argparse
 import json
 import warnings
 
-from magicvideo.cli import UserError
+from magicvideo.cli import UserError, refuse_unused
 from magicvideo.cli.generate import OPTION_NAMES, add_generation_options
 
 
@@ -131,6 +131,8 @@ def run_clipsim(args: argparse.Namespace) -> int:
 
     if args.videos is None and not args.prompts.lower().endswith(".csv"):
         raise UserError("--videos is required unless --prompts is a CSV manifest")
+    if args.prompts.lower().endswith(".csv"):
+        refuse_unused(args, "not used: a CSV --prompts names its videos itself", "videos")
     return _run_metric(
         compute_clipsim, args, "CLIPSIM", videos=args.videos, prompts=args.prompts,
         clip_path=args.clip,

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..loading import DTYPES
-from . import UserError, loading_without_gc
+from . import ALLOW_LARGE_HELP, UserError, loading_without_gc, refuse_unused
 
 
 def register(subparsers) -> None:
@@ -19,11 +19,11 @@ def register(subparsers) -> None:
         "bundled with the package is used (prompts like \"the digit 7 moves to the right\").",
     )
     p.add_argument("prompt", nargs="?", help="the text prompt (omit when using --prompts-file)")
-    p.add_argument("--out", default="out.mp4", help="output file, .mp4 (H.264) or .gif (default: out.mp4)")
+    p.add_argument("--out", help="output file of a PROMPT, .mp4 (H.264) or .gif (default: out.mp4)")
     p.add_argument("--prompts-file", help="text file with one prompt per line (or a CSV with a caption column): writes one "
                    "clip per prompt into --out-dir, loading the model once")
-    p.add_argument("--out-dir", default="outputs", help="folder for --prompts-file clips (default: outputs)")
-    p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="clip format with --prompts-file (default: mp4)")
+    p.add_argument("--out-dir", help="folder for --prompts-file clips (default: outputs)")
+    p.add_argument("--format", choices=("mp4", "gif"), help="clip format with --prompts-file (default: mp4)")
     add_generation_options(p)
     stages = p.add_argument_group("cascade stages")
     stages.add_argument("--keyframes-only", action="store_true",
@@ -32,22 +32,24 @@ def register(subparsers) -> None:
                         help="interpolation factor (default: the model's, when it has an interpolation stage); "
                         "must be the factor the interpolation model was trained for")
     stages.add_argument("--interpolation-steps", type=int, help="denoising steps of the interpolation stage (default: 10)")
-    stages.add_argument("--decoder", choices=("video", "image"), default="video",
-                        help="video: the VideoVAE's temporal decoder (when the model has one); image: the image "
-                        "decoder frame by frame (default: video)")
+    stages.add_argument("--decoder", choices=("video", "image"),
+                        help="video: the VideoVAE's temporal decoder (the model must have one); image: the image "
+                        "decoder frame by frame (default: video when the model has a VideoVAE, else image)")
     stages.add_argument("--upscale", type=int, metavar="S", help="super-resolution factor (the SR model's, 4)")
-    stages.add_argument("--upscale-steps", type=int, help="denoising steps of the super-resolution stage (default: its own, 1)")
-    stages.add_argument("--noise-level", type=int, help="noise augmentation of the super-resolution input (default: its own)")
+    stages.add_argument("--upscale-steps", type=int, help="denoising steps of the super-resolution stage, with --upscale "
+                        "(default: its own, 1)")
+    stages.add_argument("--noise-level", type=int, help="noise augmentation of the super-resolution input, with --upscale "
+                        "(default: its own)")
     p.set_defaults(func=run, argument_flags=OPTION_NAMES)
 
 
 def add_generation_options(p) -> None:
     """The model and sampling options, shared by `generate` and `eval protocol`."""
     p.add_argument("--model", help="a MagicVideo cascade or keyframe pipeline folder (default: the bundled digits cascade)")
-    p.add_argument("--frames", type=int, help="number of keyframes (default: the model's, 16)")
+    p.add_argument("--frames", type=int, help="number of keyframes, at most the model's window (default: the model's, 16)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale; <= 1 disables it (default: 7.5)")
-    p.add_argument("--negative", default=None, help="negative prompt for guidance (default: empty)")
+    p.add_argument("--negative", default=None, help="negative prompt for guidance, with --guidance > 1 (default: empty)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the i-th clip of a prompt list uses seed + i (default: 0)")
     p.add_argument("--fps", type=float, default=8, help="frame rate the model is conditioned on and the clip is written at; "
                    "lower = more motion per frame (default: 8)")
@@ -60,40 +62,77 @@ def add_generation_options(p) -> None:
     p.add_argument("--frame-lag", type=int, help="causal sampling: each chunk starts this many steps after the one "
                    "before (staggered; alone, it staggers single frames); 0 = all frames at once (default: when the "
                    "chunk before is finished)")
+    p.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="weights precision (default: fp16 on cuda, fp32 on cpu)")
 
 
 def pipeline_from_args(args):
-    """The keyframe pipeline of --model/--device/--dtype with --scheduler swapped in."""
+    """The keyframe pipeline of --model/--device/--dtype with --scheduler swapped in, after the
+    generation options are checked (`check_generation_options`)."""
+    from ..devices import resolve_device
     from ..pipelines.keyframes import load_pipeline
 
-    pipe = load_pipeline(args.model, args.device, args.dtype)
+    check_generation_options(args)
+    pipe = load_pipeline(args.model, resolve_device(args.device), args.dtype)
     if args.scheduler:
         pipe.set_scheduler(args.scheduler)
+    check_size(args, pipe)
     return pipe
+
+
+def check_generation_options(args) -> None:
+    """Refuse generation options that would not be used."""
+    if args.negative is not None and args.guidance <= 1:
+        raise UserError(f"--negative: not used: --guidance {args.guidance:g} (<= 1) turns guidance off")
+
+
+def trained_size(pipe) -> tuple[int, int] | None:
+    """(height, width) in pixels of the frames a MagicVideo pipeline was trained at (its U-Net's
+    sample_size in latents times the VAE's factor), or None when the U-Net's config does not say."""
+    size = pipe.unet.config.sample_size
+    if size is None:
+        return None
+    height, width = (size, size) if isinstance(size, int) else size
+    return height * pipe.vae_scale_factor, width * pipe.vae_scale_factor
+
+
+def check_size(args, keyframes) -> None:
+    """Refuse --height/--width beyond the stated limit (`magicvideo.limits`) of the keyframe model
+    `keyframes`, unless --allow-large."""
+    from ..limits import check_size as check
+
+    trained = trained_size(keyframes)
+    if trained is None:  # the pipeline asks for --height and --width
+        return
+    check(args.height or trained[0], args.width or trained[1], *trained, allow_large=args.allow_large,
+          latent_factor=keyframes.vae_scale_factor)
 
 
 def cascade_from_args(args):
     """The cascade of --model (a keyframe pipeline folder is a cascade of one stage), with only the
     stages the flags can use loaded: no interpolation with --keyframes-only, no super-resolution
     without --upscale."""
+    from ..devices import resolve_device
     from ..loading import BUNDLED_CASCADE
     from ..pipelines.cascade import MagicVideoCascadePipeline
 
     if args.keyframes_only and (args.interpolate or args.upscale):
         raise UserError("--keyframes-only: cannot be combined with --interpolate or --upscale")
+    check_generation_options(args)
     stages = ("keyframes", *(() if args.keyframes_only else ("interpolation",)),
               *(("upscale",) if args.upscale is not None else ()))
-    cascade = MagicVideoCascadePipeline.from_pretrained(args.model or BUNDLED_CASCADE, args.device, args.dtype,
-                                                        stages=stages)
+    cascade = MagicVideoCascadePipeline.from_pretrained(args.model or BUNDLED_CASCADE, resolve_device(args.device),
+                                                        args.dtype, stages=stages)
     if args.scheduler:
         cascade.keyframes.set_scheduler(args.scheduler)
+    check_size(args, cascade.keyframes)
     return cascade
 
 
 def stage_settings(args, cascade) -> dict:
-    """The cascade call arguments of the stage flags; refuses what the cascade cannot apply."""
+    """The cascade call arguments of the stage flags; refuses what the cascade cannot apply and stage
+    options that no stage would use. One keyframe (--frames 1) skips interpolation, saying so."""
     from ..errors import InvalidArgumentError
 
     if args.keyframes_only and (args.interpolate or args.upscale):
@@ -106,12 +145,27 @@ def stage_settings(args, cascade) -> dict:
         if args.interpolate != factor:
             raise InvalidArgumentError("interpolate", f"the interpolation model was trained for x{factor}, not x{args.interpolate}")
         interpolate = True
+    if interpolate and args.frames == 1:
+        if args.interpolate is not None:
+            raise InvalidArgumentError("num_frames", "1 keyframe: interpolation needs at least 2; give --frames 2 or "
+                                       "more, or leave --interpolate out")
+        print("magicvideo generate: note: --frames 1: one keyframe, nothing to interpolate between; the interpolation "
+              "stage is skipped", file=sys.stderr)
+        interpolate = False
+    if not interpolate:
+        refuse_unused(args, "not used: no interpolation stage runs (--keyframes-only, --frames 1, or a model without "
+                      "one)", "interpolation_steps")
     if args.upscale is not None:
         if cascade.upscale_factor is None:
             raise InvalidArgumentError("upscale", "this model has no super-resolution stage")
         if args.upscale != cascade.upscale_factor:
             raise InvalidArgumentError("upscale", f"the super-resolution model upscales x{cascade.upscale_factor}, not x{args.upscale}")
-    return dict(interpolate=interpolate, interpolation_steps=args.interpolation_steps, decoder=args.decoder,
+    else:
+        refuse_unused(args, "not used without --upscale (the super-resolution stage)", "upscale_steps", "noise_level")
+    if args.decoder == "video" and not cascade.has_video_decoder:
+        raise InvalidArgumentError("decoder", "this model's VAE has no temporal decoder (it is not a VideoVAE); use "
+                                   "--decoder image or leave --decoder out")
+    return dict(interpolate=interpolate, interpolation_steps=args.interpolation_steps, decoder=args.decoder or "video",
                 upscale=args.upscale is not None, upscale_steps=args.upscale_steps, noise_level=args.noise_level)
 
 
@@ -153,9 +207,12 @@ def run(args) -> int:
     if args.prompts_file:
         if args.prompt:
             raise UserError("give either PROMPT or --prompts-file, not both")
-        jobs = plan_clips(read_prompts_file(args.prompts_file), args.out_dir, args.seed, format=args.format)
+        refuse_unused(args, "not used with --prompts-file, whose clips are written into --out-dir", "out")
+        jobs = plan_clips(read_prompts_file(args.prompts_file), args.out_dir or "outputs", args.seed,
+                          format=args.format or "mp4")
     elif args.prompt:
-        jobs = [ClipJob(args.prompt, args.seed, Path(args.out))]
+        refuse_unused(args, "only used with --prompts-file (a PROMPT's clip is written to --out)", "out_dir", "format")
+        jobs = [ClipJob(args.prompt, args.seed, Path(args.out or "out.mp4"))]
         if jobs[0].path.suffix.lower() not in (".mp4", ".gif"):
             raise UserError(f"--out: {args.out} must end in .mp4 or .gif")
     else:

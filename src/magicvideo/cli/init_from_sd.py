@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from . import UserError
+
 
 DTYPES = ("float32", "float16", "bfloat16")
 # Spelled out, not imported: importing the library's tables pulls in torch and diffusers, and
@@ -59,6 +61,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    if args.extract_ema and Path(args.src).is_dir():
+        raise UserError("--extract-ema: only used with a single-file SRC; a diffusers folder holds one U-Net")
     import torch
 
     from ..init_from_sd import init_from_sd

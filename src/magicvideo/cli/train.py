@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from . import UserError
+from . import UserError, refuse_unused
 
 
 def _common(p) -> None:
@@ -80,6 +80,9 @@ def run_train(args) -> int:
         config.task = args.task
     if args.checkpoint and not args.export:
         raise UserError("--checkpoint names the checkpoint to --export; pass --export DIR too")
+    if args.export:
+        refuse_unused(args, "not used with --export, which trains nothing", "resume", "max_steps", "checkpoint_every",
+                      "data")
     from ..training import train
 
     try:

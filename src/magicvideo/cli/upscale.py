@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import UserError
+from . import ALLOW_LARGE_HELP, UserError, refuse_unused
 
 # library argument names -> the flag that sets them
 FLAGS = {"scale": "--scale", "num_inference_steps": "--steps", "noise_level": "--noise-level", "model": "--model",
@@ -32,9 +32,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--independent-noise", action="store_true",
                    help="draw fresh noise for every frame instead of sharing it (more flicker; for comparison)")
-    p.add_argument("--prompt", default="", help="text prompt (SD x4 upscaler models only)")
+    p.add_argument("--prompt", help="text prompt (SD x4 upscaler models only; default: none)")
     p.add_argument("--batch-size", type=int, default=4, help="frames per network call (default: 4)")
-    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the input's)")
+    p.add_argument("--fps", type=float, default=None, help="output frame rate, > 0 (default: the input's)")
+    p.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
     p.set_defaults(func=run)
 
 
@@ -46,8 +48,10 @@ def _kind(folder: Path) -> str | None:
 
 
 def run(args) -> int:
+    from ..devices import resolve_device
     from ..errors import InvalidArgumentError
-    from ..video_io import read_video, write_video
+    from ..limits import check_size
+    from ..video_io import probe_video, read_video, write_video
 
     source = Path(args.input)
     if not source.is_file():
@@ -58,6 +62,8 @@ def run(args) -> int:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.fps is not None and not args.fps > 0:
+        raise UserError(f"--fps: must be > 0, got {args.fps:g}")
     if args.model is not None:
         folder = Path(args.model)
         if not (folder / "model_index.json").is_file():
@@ -68,10 +74,11 @@ def run(args) -> int:
                             "(MagicVideoUpscalePipeline or StableDiffusionUpscalePipeline)")
     else:
         kind = "MagicVideoUpscalePipeline"
+    if kind != "StableDiffusionUpscalePipeline":
+        refuse_unused(args, "not used: only Stable Diffusion x4 upscaler models (--model) take a prompt", "prompt")
+    device = resolve_device(args.device)
     try:
-        frames, fps = read_video(source)
-    except (OSError, ValueError) as err:
-        raise UserError(f"IN: cannot read a clip from {source}: {err}") from None
+        clip = probe_video(source)
     except Exception as err:  # PyAV raises its own error types for undecodable files
         raise UserError(f"IN: cannot read a clip from {source}: {err}") from None
 
@@ -87,17 +94,27 @@ def run(args) -> int:
             from ..pipelines.upscale import SDUpscaleStage
 
             stage = SDUpscaleStage(args.model)
-            out = stage(frames, prompt=args.prompt, seed=args.seed, shared_noise=not args.independent_noise,
-                        batch_size=args.batch_size, output_type="uint8", scale=args.scale, **given).frames
+            stage.pipe.to(device)
+            trained = stage.pipe.unet.config.sample_size  # the low-resolution input's size (latents are at it)
         else:
             from ..pipelines.upscale import load_upscale_pipeline
 
-            pipe = load_upscale_pipeline(args.model)
+            pipe = load_upscale_pipeline(args.model, device)
             pipe.set_progress_bar_config(leave=False)
+            trained = pipe.unet.config.sample_size // pipe.scale
+        check_size(clip.height, clip.width, trained, trained, allow_large=args.allow_large, arguments=("video", "video"))
+        try:
+            frames, fps = read_video(source)
+        except Exception as err:  # PyAV raises its own error types for undecodable files
+            raise UserError(f"IN: cannot read a clip from {source}: {err}") from None
+        if kind == "StableDiffusionUpscalePipeline":
+            out = stage(frames, prompt=args.prompt or "", seed=args.seed, shared_noise=not args.independent_noise,
+                        batch_size=args.batch_size, output_type="uint8", scale=args.scale, **given).frames
+        else:
             out = pipe(frames, generator=torch.Generator().manual_seed(args.seed), shared_noise=not args.independent_noise,
                        output_type="uint8", scale=args.scale, batch_size=args.batch_size, **given).frames
     except InvalidArgumentError as err:
         raise UserError(f"{FLAGS.get(err.argument, err.argument)}: {err.message}") from None
-    path = write_video(args.out, out, args.fps or fps)
+    path = write_video(args.out, out, fps if args.fps is None else args.fps)
     print(f"{path}: {out.shape[0]} frames {frames.shape[2]}x{frames.shape[1]} -> {out.shape[2]}x{out.shape[1]}")
     return 0
