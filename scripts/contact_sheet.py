@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=8, help="keyframe rate (default: 8)")
     parser.add_argument("--steps", type=int, default=25, help="keyframe denoising steps (default: 25)")
     parser.add_argument("--frame-lag", type=int, help="staggered sampling of the keyframes (default: the model's)")
+    parser.add_argument("--chunk-size", type=int, nargs="+", default=[None],
+                        help="causal sampling of the keyframes: chunk sizes, a row each (default: the model's)")
     parser.add_argument("--keyframes-only", action="store_true", help="one row per clip of keyframes, no other stage")
     parser.add_argument("--decoder", choices=("video", "image"), default="video",
                         help="the decoder of --keyframes-only rows (default: video, the VideoVAE where there is one)")
@@ -95,23 +97,28 @@ def main() -> None:
     cascades = {label: MagicVideoCascadePipeline.from_pretrained(path, progress_bar=False, stages=stages)
                 for label, path in models}
     lag = {} if args.frame_lag is None else {"frame_lag": args.frame_lag}
-    varies = {"model": len(models) > 1, "prompt": len(prompts) > 1, "seed": len(args.seed) > 1}
+    varies = {"model": len(models) > 1, "prompt": len(prompts) > 1, "seed": len(args.seed) > 1,
+              "chunk": len(args.chunk_size) > 1}
 
-    def name(label: str, prompt: str, seed: int) -> list[str]:
-        parts = [label] * varies["model"] + [prompt] * varies["prompt"] + [f"seed {seed}"] * varies["seed"]
+    def name(label: str, prompt: str, seed: int, chunk: int | None) -> list[str]:
+        parts = [label] * varies["model"] + [prompt] * varies["prompt"] + [f"seed {seed}"] * varies["seed"] \
+            + [f"chunk {chunk or 'model'}"] * varies["chunk"]
         return parts or ([prompt] if args.keyframes_only else [])
 
     rows: list[tuple[str, dict[int, np.ndarray]]] = []
     for prompt in prompts:
         for seed in args.seed:
             for label, _ in models:
-                call = dict(prompt=prompt, fps=args.fps, seed=seed, num_inference_steps=args.steps, **lag)
-                if args.keyframes_only:
-                    clip = cascades[label](**call, interpolate=False, decoder=args.decoder).frames
-                    rows.append(("\n".join(name(label, prompt, seed)), dict(enumerate(clip[: args.frames]))))
-                else:
-                    for stage, frames in stage_rows(cascades[label], args.frames or 10, **call).items():
-                        rows.append(("\n".join(name(label, prompt, seed) + [stage]), frames))
+                for chunk in args.chunk_size:
+                    call = dict(prompt=prompt, fps=args.fps, seed=seed, num_inference_steps=args.steps,
+                                chunk_size=chunk, **lag)
+                    title = name(label, prompt, seed, chunk)
+                    if args.keyframes_only:
+                        clip = cascades[label](**call, interpolate=False, decoder=args.decoder).frames
+                        rows.append(("\n".join(title), dict(enumerate(clip[: args.frames]))))
+                    else:
+                        for stage, frames in stage_rows(cascades[label], args.frames or 10, **call).items():
+                            rows.append(("\n".join(title + [stage]), frames))
 
     columns = max(max(frames, default=-1) for _, frames in rows) + 1
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
