@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -70,7 +71,7 @@ class MagicVideoUNet3DOutput(BaseOutput):
     sample: torch.Tensor
 
 
-class MagicVideoUNet3D(ModelMixin, ConfigMixin):
+class MagicVideoUNet3D(ModelMixin, ConfigMixin, PeftAdapterMixin):
     """MagicVideo's 3D U-Net. `sample` is (B, C, F, H, W) with F <= `num_frames`.
 
     Spatial arguments are those of diffusers' `UNet2DConditionModel`. MagicVideo's own:
@@ -79,6 +80,7 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin):
     `temporal_position_encoding` ("absolute": the frame index's sinusoid added to the tokens;
     "relative": rotary embeddings, logits that depend on frame distance only; see
     `temporal_attention.py`).
+    LoRA adapters attach with diffusers' `PeftAdapterMixin` (`magicvideo.lora`).
     """
 
     _supports_gradient_checkpointing = True

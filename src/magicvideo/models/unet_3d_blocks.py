@@ -71,7 +71,9 @@ class SpatioTemporalTransformer(Transformer2DModel):
 
 
 def _conv(conv, x, inputs: "FrameInputs"):
-    return conv(x, inputs.num_frames, inputs.frame_offset) if isinstance(conv, FrameAdaptedConv2d) else conv(x)
+    # a frame-wise convolution, or a wrapper of one (a peft LoRA layer, `magicvideo.lora`), takes the frame count
+    frame_wise = isinstance(getattr(conv, "get_base_layer", lambda: conv)(), FrameAdaptedConv2d)
+    return conv(x, inputs.num_frames, inputs.frame_offset) if frame_wise else conv(x)
 
 
 @dataclass(frozen=True)

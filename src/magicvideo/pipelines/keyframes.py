@@ -15,6 +15,7 @@ from diffusers.video_processor import VideoProcessor
 
 from ..errors import InvalidArgumentError
 from ..loading import BUNDLED_MODEL, load_folder, read_index
+from ..lora import LoraMixin
 from ..models.unet_3d import MagicVideoUNet3D
 from ..models.temporal_attention import TemporalCache
 from ..sampling import SCHEDULERS, denoise, denoise_causal, frame_schedule
@@ -43,7 +44,7 @@ def _finite_number(name: str, value, minimum: float | None = None, exclusive: bo
         raise InvalidArgumentError(name, f"must be a finite number{bound}, got {value!r}")
 
 
-class MagicVideoPipeline(DiffusionPipeline):
+class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
     """Text-to-video generation with MagicVideo's keyframe model.
 
     Components: `unet` (MagicVideoUNet3D), `vae` (AutoencoderKL, applied per frame),
