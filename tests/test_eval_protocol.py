@@ -60,7 +60,8 @@ def test_report_equals_the_metrics_run_separately_and_records_the_settings(asset
 
     assert report["seeds"] == [5, 6, 7] and report["seed"] == 5 and report["seeds_per_prompt"] == 1
     assert report["settings"] == {"steps": 2, "guidance": 3.0, "fps": 6.0, "frames": 16, "height": 16, "width": 16,
-                                  "scheduler": "DDIMScheduler", "negative_prompt": "blurry", "dtype": "float32", "frame_lag": 0}
+                                  "scheduler": "DDIMScheduler", "negative_prompt": "blurry", "dtype": "float32",
+                                  "chunk_size": 16, "frame_lag": None}
     assert report["model"] == str(assets["pipe"].resolve())
     assert report["magicvideo_version"] and report["date"][:2] == "20"
 
