@@ -42,10 +42,10 @@ from torch import nn
 from .errors import InvalidArgumentError
 from .models.adaptor import FrameAdaptedConv2d, FrameAdaptor
 from .models.temporal_attention import DirectedTemporalAttention
+from .training.config import LORA_TARGET_GROUPS as TARGET_GROUPS
 
 logger = logging.getLogger(__name__)
 
-TARGET_GROUPS = ("temporal_attention", "spatial_attention", "attention", "convolutions")
 BASE_HASH_KEY = "magicvideo_base_unet_sha256"  # safetensors metadata: what the LoRA was trained on
 PREFIX = "unet"  # diffusers' prefix of a U-Net's keys in a pipeline LoRA file
 ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v")

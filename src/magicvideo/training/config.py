@@ -110,6 +110,20 @@ class SuperResolutionConfig:
     sample_noise_level: int = 20
 
 
+LORA_TARGET_GROUPS = ("temporal_attention", "spatial_attention", "attention", "convolutions")
+
+
+@dataclass
+class LoraTrainConfig:
+    """`train.lora`: train a LoRA of the 3D U-Net instead of its weights (docs/lora.md, `magicvideo.lora`);
+    `final/` then holds only `pytorch_lora_weights.safetensors`."""
+
+    rank: int = 4
+    alpha: float = 4.0  # the update is scaled by alpha / rank
+    targets: list[str] = field(default_factory=lambda: ["attention"])  # groups of LORA_TARGET_GROUPS
+    adaptors: bool = False  # the frame-wise adaptors also train (a full update of their scale and shift)
+
+
 @dataclass
 class TrainConfig:
     seed: int = 0
@@ -146,6 +160,10 @@ class TrainConfig:
     # (`chunk_size`) shows the model beside the frames it makes. 0: none
     context_fraction: float = 0.0
     context_max_timestep: int = 0
+    lora: LoraTrainConfig | None = None  # a LoRA instead of the whole U-Net (task diffusion or interpolation)
+    # shard parameters, gradients and optimizer states over the processes (FSDP2, training/fsdp.py; several
+    # processes, no EMA, no LoRA); false: each process holds the whole model (DDP)
+    fsdp: bool = False
 
 
 @dataclass
@@ -198,6 +216,7 @@ CHOICES = {
     "train.prediction_type": ("epsilon", "v_prediction", "sample"),  # sample (x0): super_resolution only
     "vae.reconstruction_loss": ("l1", "mse"),
     "data.cache_dtype": ("float16", "float32"),
+    "train.lora.targets": LORA_TARGET_GROUPS,
 }
 # Lower bounds of counts (None, where allowed, keeps its meaning).
 MINIMUM = {
@@ -207,7 +226,7 @@ MINIMUM = {
                      "vae.layers_per_block", "vae.latent_channels", "vae.scaling_samples",
                      "video_vae.temporal_attention_heads", "video_vae.temporal_window", "video_vae.temporal_alignment",
                      "sr.scale", "sr.pixel_shuffle", "sr.layers_per_block", "sr.norm_num_groups", "sr.patch_size",
-                     "sr.sample_steps"), 1),
+                     "sr.sample_steps", "train.lora.rank"), 1),
     **dict.fromkeys(("video_vae.difference_weight", "video_vae.warp_weight", "video_vae.generated_fraction", "video_vae.generated_min_timestep",
                      "video_vae.generated_max_timestep", "video_vae.sample_clips"), 0),
     **dict.fromkeys(("sr.max_noise_level", "sr.sample_noise_level"), 0),
@@ -275,7 +294,8 @@ def _from_dict(cls, data: dict, prefix: str = ""):
     for key, value in data.items():
         values[key] = _convert(value, hints[key], prefix + key)
         allowed = CHOICES.get(prefix + key)
-        if allowed and values[key] is not None and values[key] not in allowed:
+        chosen = values[key] if isinstance(values[key], list) else [values[key]]
+        if allowed and any(v is not None and v not in allowed for v in chosen):
             raise ConfigError(f"{prefix}{key}: must be one of {', '.join(allowed)}, got {values[key]!r}")
         low = MINIMUM.get(prefix + key)
         items = values[key] if isinstance(values[key], list) else [values[key]]
@@ -290,6 +310,20 @@ def config_from_dict(data: dict | None) -> Config:
     config = _from_dict(Config, data or {})
     if config.train.prediction_type == "sample" and config.task != "super_resolution":
         raise ConfigError("train.prediction_type: sample (x0) is only supported by task super_resolution")
+    lora = config.train.lora
+    if lora is not None:
+        if config.task not in ("diffusion", "interpolation"):
+            raise ConfigError(f"train.lora: a LoRA of the 3D U-Net trains in task diffusion or interpolation, not {config.task}")
+        if not lora.targets and not lora.adaptors:
+            raise ConfigError("train.lora.targets: no target group and adaptors false: the LoRA would train nothing")
+        if lora.alpha <= 0:
+            raise ConfigError(f"train.lora.alpha: must be > 0, got {lora.alpha!r}")
+        if config.model.freeze_spatial:
+            raise ConfigError("model.freeze_spatial: not with train.lora (a LoRA trains only its own parameters)")
+    if config.train.fsdp and config.train.ema:
+        raise ConfigError("train.ema: not with train.fsdp (the EMA copy is not sharded); set train.ema: false")
+    if config.train.fsdp and lora is not None:
+        raise ConfigError("train.fsdp: not with train.lora (a LoRA is small: train it with DDP)")
     return config
 
 

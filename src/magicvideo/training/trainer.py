@@ -1,7 +1,7 @@
 """The training loop shared by the 3D U-Net (`magicvideo train`) and the VAE (`magicvideo train-vae`).
 
 One `accelerate` loop runs on one CPU, one GPU or many processes (`accelerate launch` /
-`torchrun`, gloo on CPU, NCCL on GPUs; FSDP/DeepSpeed through accelerate's own config), with
+`torchrun`, gloo on CPU, NCCL on GPUs; FSDP with `train.fsdp`, see fsdp.py), with
 mixed precision and gradient accumulation. A *task* supplies the model, the loss of a batch, the
 validation samples and the final save; this module owns data streaming, optimisation (AdamW,
 warmup schedule, gradient clipping, EMA), checkpoints, `metrics.csv`, the loss curve and the
@@ -71,8 +71,18 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=train.mixed_precision,
                                        gradient_accumulation_steps=train.gradient_accumulation_steps,
                                        cpu=not torch.cuda.is_available())
+        if train.fsdp and self.accelerator.num_processes < 2:
+            raise ValueError("train.fsdp: FSDP shards the model over several processes and this run has one: launch "
+                             "it with `accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N`")
         set_seed(train.seed)
         self.task = task_cls(config, self.accelerator)
+        self.lora_base = None  # with train.lora: the hash of the base U-Net's weights, recorded in the LoRA file
+        if train.lora is not None:
+            from ..lora import add_lora, base_hash, lora_config
+
+            lora = train.lora
+            self.lora_base = base_hash(self.task.model)
+            add_lora(self.task.model, lora_config(self.task.model, lora.rank, lora.alpha, lora.targets, lora.adaptors))
 
     # -- data -----------------------------------------------------------------------------------
     def dataloader(self, start_micro_batch: int) -> DataLoader:
@@ -91,6 +101,10 @@ class Trainer:
         checkpoint saves and restores all of them."""
         acc, train = self.accelerator, self.config.train
         model = self.task.model
+        if train.fsdp:  # sharded by the trainer, not accelerate (training/fsdp.py); checkpointed by ShardedState
+            from .fsdp import shard
+
+            model = shard(model, train.mixed_precision)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
                                       eps=train.adam_epsilon, weight_decay=train.weight_decay)
@@ -98,8 +112,13 @@ class Trainer:
         lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.warmup_steps,
                                      num_training_steps=train.max_steps)
         ema = EMAModel(params, decay=train.ema_decay) if train.ema else None
-        model, optimizer = acc.prepare(model, optimizer)
+        if not train.fsdp:
+            model, optimizer = acc.prepare(model, optimizer)
         acc.register_for_checkpointing(lr_scheduler)
+        if train.fsdp:
+            from .fsdp import ShardedState
+
+            acc.register_for_checkpointing(ShardedState(model, optimizer))
         if ema is not None:
             ema.to(acc.device)
             acc.register_for_checkpointing(ema)
@@ -113,10 +132,10 @@ class Trainer:
             raise FileNotFoundError(f"no checkpoint to export in {checkpoint or self.output_dir / 'checkpoints'}")
         model, params, _, _, ema = self.prepare()
         state = load_checkpoint(self.accelerator, Path(checkpoint))
+        if ema is not None:
+            ema.copy_to(params)
+        self.save_final(model, Path(folder))
         if self.accelerator.is_main_process:
-            if ema is not None:
-                ema.copy_to(params)
-            self.task.save_final(self.accelerator.unwrap_model(model), Path(folder))
             self.accelerator.print(f"exported {checkpoint} (step {state['step']}) to {folder}")
         self.accelerator.wait_for_everyone()
         return Path(folder)
@@ -157,10 +176,11 @@ class Trainer:
                 with acc.accumulate(model):
                     loss = task.loss(model, batch)
                     acc.backward(loss)
-                    if acc.sync_gradients and train.max_grad_norm > 0:
-                        acc.clip_grad_norm_(params, train.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+                    if acc.sync_gradients:  # the last micro-batch of the step
+                        if train.max_grad_norm > 0:
+                            acc.clip_grad_norm_(params, train.max_grad_norm)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
                 total_loss += loss.detach() / accum
             lr = lr_scheduler.get_last_lr()[0]  # the rate this step used
             lr_scheduler.step()
@@ -189,29 +209,50 @@ class Trainer:
             save_checkpoint(acc, self.output_dir, step, {"step": step, "data_micro_batch": step * accum,
                                                          "skipped": skipped}, out.keep_checkpoints)
         self.samples(model, ema, step)
+        if ema is not None:
+            ema.copy_to(params)
+        self.save_final(model, final)
         if acc.is_main_process:
-            unwrapped = acc.unwrap_model(model)
-            if ema is not None:
-                ema.copy_to(params)
-            task.save_final(unwrapped, final)
             metrics.plot()
             acc.print(f"finished {step} steps; {skipped} skips of {len(seen_skips)} unreadable videos; final model in {final}")
         acc.wait_for_everyone()
         acc.end_training()
         return final
 
+    def whole_model(self, model):
+        """The model as one module on the main process (None elsewhere): gathered from the shards with
+        FSDP (a collective: every process calls this), else unwrapped."""
+        acc = self.accelerator
+        if self.config.train.fsdp:
+            from .fsdp import gathered_model
+
+            return gathered_model(model, acc.is_main_process)
+        return acc.unwrap_model(model) if acc.is_main_process else None
+
+    def save_final(self, model, folder: Path) -> None:
+        """`final/` (or an export): the task's model folder; with train.lora only the LoRA file."""
+        whole = self.whole_model(model)
+        if whole is not None:
+            if self.lora_base is not None:
+                from ..lora import save_lora
+
+                save_lora(whole, folder, base=self.lora_base)
+            else:
+                self.task.save_final(whole, folder)
+        self.accelerator.wait_for_everyone()
+
     def samples(self, model, ema, step: int) -> None:
         """Validation samples with the EMA weights (main process only)."""
         acc = self.accelerator
-        if acc.is_main_process:
-            folder = self.output_dir / "samples" / f"step-{step:08d}"
-            params = [p for p in acc.unwrap_model(model).parameters() if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]
+        if ema is not None:
+            ema.store(params)
+            ema.copy_to(params)
+        try:
+            whole = self.whole_model(model)
+            if whole is not None:
+                self.task.sample(whole, self.output_dir / "samples" / f"step-{step:08d}")
+        finally:
             if ema is not None:
-                ema.store(params)
-                ema.copy_to(params)
-            try:
-                self.task.sample(acc.unwrap_model(model), folder)
-            finally:
-                if ema is not None:
-                    ema.restore(params)
+                ema.restore(params)
         acc.wait_for_everyone()
