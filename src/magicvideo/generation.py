@@ -87,6 +87,20 @@ def plan_clips(prompts: Sequence[str], out_dir: str | Path, seed: int = 0, seeds
     return jobs
 
 
+def for_this_process(jobs: Sequence[ClipJob], device: str | None = None) -> tuple[list[ClipJob], str | None]:
+    """(this process's jobs, its device) when a command runs as several processes (`accelerate launch`,
+    `torchrun`): job i goes to process i mod N, which keeps the job's seed and file, so every clip is the one
+    a single process makes; without a `device`, each process takes its own GPU (cuda:<local rank>). One
+    process: all the jobs and `device` unchanged."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return list(jobs), device
+    own = list(jobs)[state.process_index::state.num_processes]
+    return own, device if device is not None or state.device.type == "cpu" else str(state.device)
+
+
 def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing: bool = False,
                    **pipe_kwargs) -> Iterator[tuple[ClipJob, np.ndarray | None]]:
     """Render and write each job's clip, yielding (job, frames) as they are done; frames is None for

@@ -202,7 +202,7 @@ def read_prompts_file(path: str, option: str = "--prompts-file") -> list[str]:
 
 def run(args) -> int:
     with loading_without_gc():
-        from ..generation import ClipJob, generate_clips, plan_clips
+        from ..generation import ClipJob, for_this_process, generate_clips, plan_clips
 
     if args.prompts_file:
         if args.prompt:
@@ -217,6 +217,7 @@ def run(args) -> int:
             raise UserError(f"--out: {args.out} must end in .mp4 or .gif")
     else:
         raise UserError("give a PROMPT (or --prompts-file); see --help")
+    jobs, args.device = for_this_process(jobs, args.device)  # under accelerate launch / torchrun: a share each
 
     with loading_without_gc():
         pipe = cascade_from_args(args)
