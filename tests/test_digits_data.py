@@ -145,3 +145,89 @@ def test_data_command_rejects_bad_arguments(tmp_path, capsys):
 
     assert main(["digits", "data", str(tmp_path), "--clips", "0"]) == 2
     assert "--clips" in capsys.readouterr().err
+
+
+def test_a_bouncing_digit_reflects_at_the_wall_and_its_path_mirrors():
+    """Known answer: a digit moving right from x = 40 towards the wall at x = 49 (0.75 px a frame) reaches
+    it at frame 12 and comes back; frames 12 - s and 12 + s are the same image; y never changes."""
+    from magicvideo.digits.data import DigitClip, Sprite, _cropped_digits, reflect
+
+    crops = _cropped_digits()
+    source = int(split_indices("test")[0])
+    h, w = crops[source].shape
+    walls = (float(CANVAS - w - 1), float(CANVAS - h - 1))
+    start = walls[0] - 9.0
+    sprite = Sprite(source, 0, "right", (start, 10.0), walls)
+    t = np.arange(40)
+    x, y = sprite.position(t)
+    np.testing.assert_allclose(x[:13], start + 0.75 * t[:13])
+    assert x[12] == walls[0] and x.max() == walls[0]
+    np.testing.assert_allclose(x[12:25], x[12::-1])  # the path after the contact mirrors the path before
+    np.testing.assert_allclose(np.diff(x[12:]), -0.75)  # and runs back at the same speed
+    np.testing.assert_array_equal(y, 10.0)
+    frames = render(DigitClip((sprite,), ""), t)
+    np.testing.assert_array_equal(frames[12 + np.arange(10)], frames[12 - np.arange(10)])
+    assert reflect(-1.0, 5.0) == 1.0 and reflect(11.0, 5.0) == 1.0 and reflect(3.0, 5.0) == 3.0
+
+
+def test_bouncing_clips_stay_whole_go_straight_first_and_are_reproducible():
+    """Long bouncing clips (200 native frames) keep all their ink on the canvas (bilinear rendering
+    conserves mass); every axis turns only at its walls; the first STRAIGHT_START frames move in the
+    captioned direction; the same seed gives the same clips."""
+    from magicvideo.digits.data import STRAIGHT_START, parse_caption_bounces
+
+    images, _ = load_mnist()
+    rng = random.Random(3)
+    for i in range(24):
+        spec = sample_digit_clip(rng, "test", bounce=True, two_digit_prob=0.3)
+        frames = render(spec, np.arange(200))
+        for sprite in spec.sprites:
+            assert sprite.walls is not None
+        if len(spec.sprites) == 1:
+            np.testing.assert_allclose(frames.sum(axis=(1, 2)), images[spec.sprites[0].source].sum(), rtol=1e-4)
+        sprite = spec.sprites[0]
+        x, y = sprite.position(np.arange(200.0))
+        for coord, wall in ((x, sprite.walls[0]), (y, sprite.walls[1])):
+            assert coord.min() >= 0 and coord.max() <= wall
+            step = np.diff(coord)
+            turns = np.flatnonzero(np.sign(step[1:]) * np.sign(step[:-1]) < 0) + 1
+            assert all(min(coord[k], wall - coord[k]) < 0.75 for k in turns)  # turns only at a wall
+        straight = sprite.position(np.arange(STRAIGHT_START + 1.0))
+        expected = np.array(DIRECTIONS[sprite.direction])[:, None] * SPEED * np.arange(STRAIGHT_START + 1.0)
+        np.testing.assert_allclose(np.array(straight) - np.array(sprite.start)[:, None], expected, atol=1e-9)
+        parsed = parse_caption_bounces(spec.caption)
+        assert parsed == [(s.digit, s.direction, True) for s in spec.sprites]
+        assert parse_caption(spec.caption) == [(s.digit, s.direction) for s in spec.sprites]
+    a, b = (digit_clips(6, "test", seed=9, num_frames=40, bounce=True) for _ in range(2))
+    np.testing.assert_array_equal(a["frames"], b["frames"])
+    assert all(caption.endswith("and bounces off the walls") for caption in a["caption"])
+    # the straight clips of a seed are the ones they always were
+    np.testing.assert_array_equal(digit_clips(3, "test", seed=9)["frames"], digit_clips(3, "test", seed=9)["frames"])
+
+
+def test_data_command_writes_long_bouncing_clips(tmp_path, capsys):
+    from magicvideo.cli import main
+    from magicvideo.digits.data import parse_caption_bounces
+    from magicvideo.video_io import read_video
+
+    args = ["digits", "data", str(tmp_path / "a"), "--split", "test", "--clips", "2", "--seed", "4", "--bounce",
+            "--frames", "80"]
+    assert main(args) == 0
+    assert main([*args[:2], str(tmp_path / "b"), *args[3:]]) == 0
+    with open(tmp_path / "a" / "captions.csv") as f:
+        rows = list(csv.DictReader(f))
+    rng = random.Random("test-4")
+    for row in rows:
+        spec = sample_digit_clip(rng, "test", bounce=True)
+        assert row["caption"] == spec.caption and parse_caption_bounces(row["caption"])[0][2]
+        frames, _ = read_video(tmp_path / "a" / row["path"])
+        assert frames.shape[0] == 80
+        np.testing.assert_array_equal(frames, read_video(tmp_path / "b" / row["path"])[0])  # same seed, same video
+        expected = to_uint8(render(spec, np.arange(80))).astype(int)
+        assert np.abs(frames[..., 0].astype(int) - expected).mean() < 1.0
+    capsys.readouterr()
+    assert main(["digits", "data", str(tmp_path / "c"), "--frames", "100"]) == 2  # straight: off the canvas
+    err = capsys.readouterr().err
+    assert "--frames:" in err and "bounce" in err and not (tmp_path / "c").exists()
+    assert main(["digits", "data", str(tmp_path / "c"), "--bounce", "--frames", "1"]) == 2
+    assert "--frames:" in capsys.readouterr().err

@@ -224,3 +224,58 @@ def test_coherence_reference_round_trip_is_the_vae_round_trip_of_the_real_clips(
     assert reference["coherence_consecutive"] == pytest.approx(expected["consecutive"], abs=1e-6)
 
 
+
+
+def _moving_digit(xs, y=20.0, source_index=0):
+    """Frames of one real test digit at top-left x positions `xs` (any, also beyond the right edge:
+    rendered on a wider canvas and cut to 64 x 64)."""
+    from magicvideo.digits.data import _cropped_digits, _paste, split_indices
+
+    crop = _cropped_digits()[int(split_indices("test")[source_index])]
+    frames = np.zeros((len(xs), 64, 256), np.float32)
+    for frame, x in zip(frames, xs):
+        _paste(frame, crop, float(x), y)
+    return frames[:, :, :64], crop.shape
+
+
+def test_bounce_check_known_answers():
+    """A digit that bounces passes at every wall contact; one that sticks to the wall, comes back only
+    after 4 frames, or passes through the wall fails; one that never reaches a wall has no contact. (A
+    contact the clip ends too early to judge is not counted.)"""
+    from magicvideo.digits.data import reflect
+    from magicvideo.digits.evaluate import foreground, wall_contacts
+
+    _, (h, w) = _moving_digit([0.0])
+    wall = 64 - w - 1.0
+    t = np.arange(60.0)  # long enough for the digit passing through the wall to be gone
+    for speed in (0.75, 1.5, 2.25):  # 24, 12 and 8 fps
+        path = wall - 12 + speed * t
+        bounced, _ = _moving_digit(reflect(path, wall))
+        stuck, _ = _moving_digit(np.minimum(path, wall))
+        late, _ = _moving_digit(np.where(path < wall, path, np.maximum(wall - (path - wall - 4 * speed), 0)
+                                         .clip(max=wall)))
+        through, _ = _moving_digit(path)
+        contacts, bounces = wall_contacts(foreground(np.stack([bounced, stuck, late, through])))
+        assert contacts[0] >= 1 and bounces[0] == contacts[0], speed  # right wall, then left wall at 8 fps
+        assert contacts[1] == 1 and bounces[1] == 0
+        assert contacts[2] >= 1 and bounces[2] == 0  # (and it sticks at the left wall)
+        assert contacts[3] >= 1 and bounces[3] == 0
+    away, _ = _moving_digit(30 - 0.75 * np.arange(20.0))  # moves left, stops short of the wall
+    assert wall_contacts(foreground(away[None]))[0].tolist() == [0]
+
+
+def test_bouncing_clips_score_their_first_direction_every_bounce_and_stay_whole(classifier):
+    from magicvideo.digits.data import DIRECTION_NAMES
+
+    clips = digit_clips(8, "test", seed=5, num_frames=40, bounce=True)
+    names = [DIRECTION_NAMES[i] for i in clips["direction"]]
+    m = evaluate_clips(clips["frames"], clips["digit"], names, clips["fps"], classifier=classifier, bounce=True)
+    assert m["motion_direction_accuracy"] == 1.0 and m["wall_contacts"] >= 4 and m["bounce_pass_rate"] == 1.0
+    assert m["whole"] == 1.0 and m["digit_accuracy_last16"] >= 0.9 and np.isnan(m["direction_accuracy"])
+    assert m["displacement_rel_error"] < 0.01  # (uint8 frames)
+    straight = evaluate_clips(clips["frames"], clips["digit"], names, clips["fps"], classifier=classifier)
+    assert straight["motion_direction_accuracy"] < 1.0 and "bounce_pass_rate" not in straight  # the whole-clip fit
+    fading = clips["frames"][:2].astype(np.float32) / 255
+    fading[1, 30:] *= 0.5  # half the digit's mass is gone from frame 30 on
+    m = evaluate_clips(fading, clips["digit"][:2], names[:2], clips["fps"][:2], classifier=classifier, bounce=True)
+    assert m["whole"] == 0.5

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
         help="write captioned Moving MNIST videos (mp4) and captions.csv",
         description="Write N clips of 48 frames at 24 fps (H.264) to OUT/videos and "
         "OUT/captions.csv with columns path,caption,fps,digit,direction,source. A trainer "
-        "taking 16 frames at stride s sees fps 24/s.",
+        "taking 16 frames at stride s sees fps 24/s. With --bounce the digits bounce off the "
+        "canvas edges (classic Moving MNIST) and clips are 192 frames long by default.",
     )
     d.add_argument("out", type=Path, help="output directory")
     d.add_argument("--split", choices=("train", "test"), default="train", help="which digits to draw from (default: train)")
@@ -39,6 +40,11 @@ def register(subparsers) -> None:
                    help="frame rates of the videos, taken in turn (default: 24). The digits keep their speed "
                         "(0.75 px per 1/24 s), so e.g. `--fps 24 36 72` adds the true in-between frames of 12 and "
                         "24 fps keyframes for training frame interpolation")
+    d.add_argument("--bounce", action="store_true", help="digits start anywhere and bounce off the canvas edges (the "
+                   "velocity component normal to an edge flips when the digit's box reaches it); captions name the "
+                   "initial direction and add a bounce phrase")
+    d.add_argument("--frames", type=int, help="frames per video (default: 48; 192 with --bounce, 8 s at 24 fps: "
+                   "several bounces). Without --bounce a digit must stay on the canvas, which limits the length")
     d.set_defaults(func=run_data)
 
     c = sub.add_parser(
@@ -82,6 +88,12 @@ def add_eval_parser(subparsers, name: str) -> None:
     e.add_argument("--prompts", type=Path, help="text file, one caption per line (default: the canonical prompt for every digit and direction)")
     e.add_argument("--fps", type=float, nargs="+", help="frame rates to condition on (default: 8 12 24)")
     e.add_argument("--seeds", type=int, help="seeds per prompt and fps (default: 1)")
+    e.add_argument("--frames", type=int, default=16, help="keyframes per clip; more than the model's window (16) makes "
+                   "long clips by causal extension, scored also for the digit staying whole and its accuracy in the "
+                   "last 16 frames (default: 16)")
+    e.add_argument("--bounce", action="store_true", help="bouncing digits (data made with `digits data --bounce`): the "
+                   "default prompts say so, the direction is that of the first 4 frames, and every wall contact is "
+                   "checked for a bounce (the velocity normal to the edge flips within 2 frames)")
     e.add_argument("--limit", type=int, help="evaluate a fixed random subset of this many (prompt, fps, seed) jobs; 0 = all (default: 80)")
     e.add_argument("--steps", type=int, help="denoising steps (default: 25)")
     e.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: 7.5)")
@@ -103,7 +115,8 @@ def add_eval_parser(subparsers, name: str) -> None:
 
 
 def run_data(args) -> int:
-    from magicvideo.digits.writer import check_frame_rates, write_dataset
+    from magicvideo.digits.data import NATIVE_FRAMES
+    from magicvideo.digits.writer import BOUNCE_FRAMES, check_frame_rates, check_length, write_dataset
 
     if args.clips < 1:
         raise UserError(f"--clips must be at least 1, got {args.clips}")
@@ -115,8 +128,13 @@ def run_data(args) -> int:
         check_frame_rates(args.fps)
     except ValueError as error:
         raise UserError(f"--fps: {error}") from None
+    frames = args.frames if args.frames is not None else BOUNCE_FRAMES if args.bounce else NATIVE_FRAMES
+    try:
+        check_length(frames, args.fps, args.bounce)
+    except ValueError as error:
+        raise UserError(f"--frames: {error}") from None
     csv_path = write_dataset(args.out, args.split, args.clips, seed=args.seed, two_digit_prob=args.two_digit_prob, crf=args.crf,
-                             fps=tuple(args.fps))
+                             fps=tuple(args.fps), num_frames=frames, bounce=args.bounce)
     print(f"wrote {args.clips} clips and {csv_path}")
     return 0
 
@@ -164,6 +182,8 @@ def run_eval(args) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.limit < 0:
         raise UserError(f"--limit must be >= 0, got {args.limit}")
+    if args.frames < 2:
+        raise UserError(f"--frames must be at least 2, got {args.frames}")
     if any(f <= 0 for f in args.fps):
         raise UserError(f"--fps values must be > 0, got {args.fps}")
     prompts = None
@@ -174,17 +194,17 @@ def run_eval(args) -> int:
         if not prompts:
             raise UserError(f"--prompts: {args.prompts} has no prompts")
     try:
-        jobs = evaluation_jobs(prompts, args.fps, args.seeds, args.limit or None)
+        jobs = evaluation_jobs(prompts, args.fps, args.seeds, args.limit or None, bounce=args.bounce)
     except ValueError as err:
         raise UserError(f"--prompts: {err}") from None
     if args.classifier is not None and not (args.classifier / "config.json").is_file():
         raise UserError(f"--classifier: {args.classifier} has no config.json")
     classifier = load_classifier(args.classifier)
     if args.videos is not None:
-        metrics = evaluate_directory(args.videos, classifier)
+        metrics = evaluate_directory(args.videos, classifier, args.bounce)
     else:
         if args.real:
-            generate = real_clip_generator()
+            generate = real_clip_generator(num_frames=args.frames)
         else:
             from magicvideo.devices import resolve_device
             from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
@@ -201,24 +221,26 @@ def run_eval(args) -> int:
             if stages["upscale"] or cascade.interpolation is not None:
                 # one clip at a time, seeded per clip, so that --keyframes-only scores the very keyframes
                 # that the cascade interpolates (a paired comparison)
-                generate = cascade_generator(cascade, args.steps, args.guidance, chunk_size=args.chunk_size,
-                                             frame_lag=args.frame_lag, **stages)
+                generate = cascade_generator(cascade, args.steps, args.guidance, args.frames,
+                                             chunk_size=args.chunk_size, frame_lag=args.frame_lag, **stages)
             else:  # a keyframe model alone: batched
                 generate = pipeline_generator(cascade.keyframes, args.steps, args.guidance, args.decoder, args.chunk_size,
-                                              args.frame_lag)
-        metrics = evaluate_generator(generate, jobs, batch_size=args.batch_size, classifier=classifier)
+                                              args.frame_lag, num_frames=args.frames)
+        metrics = evaluate_generator(generate, jobs, batch_size=args.batch_size, classifier=classifier,
+                                     bounce=args.bounce)
         if not args.real:
             chunk, lag = cascade.keyframes.sampling_plan(16, args.chunk_size, args.frame_lag)
             metrics["stages"] = {**stages, "chunk_size": chunk, "frame_lag": lag}
         metrics["references"] = coherence_references(
             jobs, None if args.real else cascade.keyframes.vae,
-            ("image", "video") if not args.real and cascade.has_video_decoder else ("image",))
+            ("image", "video") if not args.real and cascade.has_video_decoder else ("image",), num_frames=args.frames)
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
     return 0
 
 
-def evaluate_directory(directory: Path, classifier) -> dict:
-    """Metrics of the videos listed in ``directory/captions.csv``, each scored whole."""
+def evaluate_directory(directory: Path, classifier, bounce: bool = False) -> dict:
+    """Metrics of the videos listed in ``directory/captions.csv``, each scored whole (``bounce``: as
+    videos of bouncing digits)."""
     import numpy as np
 
     from magicvideo.digits.data import parse_caption
@@ -251,4 +273,5 @@ def evaluate_directory(directory: Path, classifier) -> dict:
         directions.append(parsed[0][1])
     if len({c.shape for c in clips}) > 1:
         raise UserError(f"--videos: the videos in {directory} differ in frame count or size")
-    return evaluate_clips(np.stack(clips), digits, directions, [r.fps for r in records], classifier=classifier)
+    return evaluate_clips(np.stack(clips), digits, directions, [r.fps for r in records], classifier=classifier,
+                          bounce=bounce)

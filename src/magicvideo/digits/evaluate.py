@@ -15,6 +15,16 @@ For clips meant to show digit ``d`` moving in direction ``r`` at frame rate ``fp
   the mean absolute difference, in 8-bit levels, between each frame and the previous frame moved
   by their best global shift; a rigidly moving digit scores near 0 (real clips about 1, from their
   sub-pixel rendering), a flickering or morphing one more.
+- ``whole``: the fraction of clips whose digit stays whole and on the canvas: its foreground mass
+  never falls below :data:`WHOLE_FRACTION` of frame 0's; ``digit_accuracy_last16``: the
+  classifier's digit accuracy on the last 16 frames (for long clips: is it still the same digit).
+
+Clips of bouncing digits (``bounce=True``, :mod:`magicvideo.digits.data`): the direction is that
+of the first :data:`DIRECTION_FRAMES` frames' motion (before any bounce), the displacement the
+median per-frame speed of the centre of mass, and ``bounce_pass_rate`` the share of wall contacts
+at which the digit bounces (:func:`wall_contacts`), over ``wall_contacts`` contacts. The
+classifier's direction head knows straight motion only: its ``direction_accuracy`` is NaN there
+(and its digit is read from the first 16 frames).
 """
 
 from __future__ import annotations
@@ -33,11 +43,19 @@ from magicvideo.digits.data import (
     SPEED,
     canonical_prompts,
     parse_caption,
+    parse_caption_bounces,
     render,
     sample_digit_clip,
 )
 
 _UNITS = np.array([DIRECTIONS[name] for name in DIRECTION_NAMES])
+DIRECTION_FRAMES = 4  # a bouncing clip's direction: the motion of its first 4 frames
+WHOLE_FRACTION = 0.7  # a digit is whole while its mass is at least this share of frame 0's
+# wall contacts: the box within EDGE_PX of an edge, moving into it faster than MOVING px a frame; the
+# velocity normal to the edge must turn away from it (faster than MOVING) within BOUNCE_FRAMES frames
+EDGE_PX = 1
+MOVING = 0.1
+BOUNCE_FRAMES = 2
 
 
 def expected_displacement(fps) -> np.ndarray:
@@ -45,16 +63,23 @@ def expected_displacement(fps) -> np.ndarray:
     return SPEED * NATIVE_FPS / np.asarray(fps, np.float64)
 
 
-def centre_of_mass(clips) -> np.ndarray:
-    """(N, F, 2) centre of mass (x, y) in pixels of the 64x64 grayscale frames, counting only
-    what rises above each frame's background: its median plus 3 robust standard deviations
-    (1.4826 * median absolute deviation), so background noise does not pull it to the centre."""
+def foreground(clips) -> np.ndarray:
+    """(N, F, H, W) what rises above each 64x64 grayscale frame's background: its median plus 3 robust
+    standard deviations (1.4826 * median absolute deviation); the digit's mass."""
     x = prepare_clips(clips, num_frames=None).squeeze(1).double().numpy()  # (N, F, H, W)
     n, f, h, w = x.shape
     flat = x.reshape(n, f, -1)
     median = np.median(flat, axis=-1)
     sigma = 1.4826 * np.median(np.abs(flat - median[..., None]), axis=-1)
-    mass = np.clip(x - (median + 3 * sigma)[..., None, None], 0, None)
+    return np.clip(x - (median + 3 * sigma)[..., None, None], 0, None)
+
+
+def centre_of_mass(clips=None, mass: np.ndarray | None = None) -> np.ndarray:
+    """(N, F, 2) centre of mass (x, y) in pixels of the 64x64 grayscale frames, counting only
+    what rises above each frame's background (:func:`foreground`, or its given ``mass``), so that
+    background noise does not pull it to the centre; NaN for a frame with nothing above it."""
+    mass = foreground(clips) if mass is None else mass
+    h, w = mass.shape[-2:]
     total = mass.sum(axis=(2, 3))
     total = np.where(total > 0, total, np.nan)
     cx = (mass.sum(axis=2) * np.arange(w)).sum(-1) / total
@@ -112,6 +137,45 @@ def coherence(clips) -> dict:
     }
 
 
+def wall_contacts(mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(contacts (N,), bounces (N,)): per clip, how often the digit met an edge and how often it
+    bounced, from its :func:`foreground` ``mass`` (N, F, H, W).
+
+    The rule of the bouncing data: when the digit's box reaches an edge, the velocity component
+    normal to it flips. A contact is a run of consecutive frames in which the box (the pixels with
+    mass) lies within :data:`EDGE_PX` px of an edge while the centre of mass moves into that edge
+    (its velocity from the frame before, faster than :data:`MOVING` px a frame); it bounces if the
+    velocity normal to the edge points away from it (faster than :data:`MOVING`) in one of the
+    :data:`BOUNCE_FRAMES` frames after the run. A contact the clip ends too early to judge is not
+    counted. Each axis is judged on its own (a corner is a contact with two edges)."""
+    n, f, h, w = mass.shape
+    velocity = np.diff(centre_of_mass(mass=mass), axis=1)  # velocity[:, t - 1]: frame t - 1 -> t
+    ink = mass > 0
+    contacts, bounces = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for axis, occupied, size in ((0, ink.any(axis=2), w), (1, ink.any(axis=3), h)):  # x: columns, y: rows
+        seen = occupied.any(-1)
+        low = np.where(seen, occupied.argmax(-1), size)  # an empty frame is near no edge
+        high = np.where(seen, size - 1 - occupied[..., ::-1].argmax(-1), -1)
+        for near, sign in ((low <= EDGE_PX, -1.0), (high >= size - 1 - EDGE_PX, 1.0)):
+            towards = np.nan_to_num(sign * velocity[..., axis], nan=0.0)  # (N, F - 1), frames 1 ... F - 1
+            contact = near[:, 1:] & (towards > MOVING)
+            for i in range(n):
+                t = 0
+                while t < f - 1:
+                    if not contact[i, t]:
+                        t += 1
+                        continue
+                    while t + 1 < f - 1 and contact[i, t + 1]:
+                        t += 1
+                    after = towards[i, t + 1 : t + 1 + BOUNCE_FRAMES]  # the frames after the run
+                    bounced = bool((after < -MOVING).any())
+                    if bounced or len(after) == BOUNCE_FRAMES:
+                        contacts[i] += 1
+                        bounces[i] += bounced
+                    t += 1
+    return contacts, bounces
+
+
 def fit_velocity(track: np.ndarray) -> np.ndarray:
     """(N, 2) least-squares velocity (pixels per frame) of (N, F, 2) tracks."""
     f = track.shape[1]
@@ -140,20 +204,32 @@ def evaluate_clips(
     directions: Sequence,
     fps: Sequence[float],
     classifier: DigitClassifier | None = None,
+    bounce: bool = False,
 ) -> dict:
     """Metrics of clips (N, F, H, W[, C]) against their intended digit, direction (name or
-    index into DIRECTION_NAMES) and fps; overall and under ``per_fps``."""
+    index into DIRECTION_NAMES) and fps; overall and under ``per_fps``. ``bounce``: clips of
+    bouncing digits (see the module docstring)."""
     classifier = classifier or load_classifier()
     digits = np.asarray(digits, np.int64)
     directions = _direction_indices(directions)
     fps = np.asarray(fps, np.float64)
-    pred_digit, pred_direction = classify(classifier, clips)
-    velocity = fit_velocity(centre_of_mass(clips))
+    clips = np.asarray(clips)
+    pred_digit, pred_direction = classify(classifier, clips[:, :16] if bounce else clips)
+    last_digit, _ = classify(classifier, clips[:, -16:])
+    mass = foreground(clips)
+    track = centre_of_mass(mass=mass)
+    velocity = fit_velocity(track[:, :DIRECTION_FRAMES] if bounce else track)
     # a clip with no foreground in some frame has no track: no motion, no direction
     tracked = np.isfinite(velocity).all(-1)
     velocity = np.where(tracked[:, None], velocity, 0.0)
     speed = np.linalg.norm(velocity, axis=-1)
+    if bounce:  # bounces shorten the fitted slope: the median speed from frame to frame
+        steps = np.linalg.norm(np.diff(track, axis=1), axis=-1)
+        speed = np.where(np.isfinite(steps).all(-1), np.median(np.nan_to_num(steps), axis=-1), 0.0)
     motion_direction = np.where(tracked, np.argmax(velocity @ _UNITS.T, axis=-1), -1)
+    totals = mass.sum(axis=(2, 3))
+    whole = (totals[:, :1] > 0).ravel() & (totals >= WHOLE_FRACTION * totals[:, :1]).all(-1)
+    contacts, bounces = wall_contacts(mass) if bounce else (None, None)
     expected = expected_displacement(fps)
     crops_coherence = coherence(clips)
     first_last, consecutive = crops_coherence["per_clip_last"], crops_coherence["per_clip_consecutive"]
@@ -163,7 +239,7 @@ def evaluate_clips(
         return {
             "clips": int(m.sum()),
             "digit_accuracy": float((pred_digit[m] == digits[m]).mean()),
-            "direction_accuracy": float((pred_direction[m] == directions[m]).mean()),
+            "direction_accuracy": float("nan") if bounce else float((pred_direction[m] == directions[m]).mean()),
             "motion_direction_accuracy": float((motion_direction[m] == directions[m]).mean()),
             "displacement": float(speed[m].mean()),
             "expected_displacement": float(expected[m].mean()),
@@ -171,7 +247,12 @@ def evaluate_clips(
             "coherence_first_last": float(first_last[m].mean()),
             "coherence_consecutive": float(consecutive[m].mean()),
             "flicker": float(flicker[m].mean()),
-        }
+            "whole": float(whole[m].mean()),
+            "digit_accuracy_last16": float((last_digit[m] == digits[m]).mean()),
+        } | ({} if contacts is None else {
+            "wall_contacts": int(contacts[m].sum()),
+            "bounce_pass_rate": float(bounces[m].sum() / contacts[m].sum()) if contacts[m].sum() else float("nan"),
+        })
 
     result = summary(np.ones(len(digits), bool))
     several = np.ptp(expected) > 0 and np.ptp(speed) > 0
@@ -193,13 +274,14 @@ def evaluation_jobs(
     fps_values: Sequence[float] = (8, 12, 24),
     seeds: int = 1,
     limit: int | None = None,
+    bounce: bool = False,
 ) -> list[dict]:
     """The (prompt, digit, direction, fps, seed) jobs of an evaluation: every prompt (default:
-    the canonical prompts over all digits and directions) at every fps and seed, optionally a
-    fixed random subset of ``limit``. Raises ValueError for prompts that are not digit captions
-    of one digit."""
+    the canonical prompts over all digits and directions, with ``bounce`` those of bouncing digits)
+    at every fps and seed, optionally a fixed random subset of ``limit``. Raises ValueError for
+    prompts that are not digit captions of one digit."""
     if prompts is None:
-        labelled = [(p, d, r) for p, d, r in canonical_prompts()]
+        labelled = [(p, d, r) for p, d, r in canonical_prompts(bounce=bounce)]
     else:
         labelled = []
         for prompt in prompts:
@@ -225,8 +307,10 @@ def evaluate_generator(
     batch_size: int = 8,
     classifier: DigitClassifier | None = None,
     progress: bool = True,
+    bounce: bool = False,
 ) -> dict:
-    """Generate every job's clip (batched by fps and seed) and score them with :func:`evaluate_clips`."""
+    """Generate every job's clip (batched by fps and seed) and score them with :func:`evaluate_clips`
+    (``bounce``: as clips of bouncing digits)."""
     groups: dict[tuple[float, int], list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault((job["fps"], job["seed"]), []).append(i)
@@ -244,7 +328,7 @@ def evaluate_generator(
     bar.close()
     clips, digits, directions = np.stack(clips), [j["digit"] for j in jobs], [j["direction"] for j in jobs]
     classifier = classifier or load_classifier()
-    result = evaluate_clips(clips, digits, directions, clip_fps, classifier=classifier)
+    result = evaluate_clips(clips, digits, directions, clip_fps, classifier=classifier, bounce=bounce)
     factors = {round(out / job["fps"]) for out, job in zip(clip_fps, jobs)}
     if len(factors) == 1 and (factor := factors.pop()) > 1:
         # interpolated clips: the classifier's 16 frames, taken uniformly from (16 - 1) * k + 1 frames, are
@@ -255,18 +339,21 @@ def evaluate_generator(
         for phase in range(1, factor):
             digit, direction = classify(classifier, clips[:, phase::factor])
             result["in_between"][str(phase)] = {"digit_accuracy": float((digit == digits).mean()),
-                                                "direction_accuracy": float((direction == directions).mean())}
+                                                "direction_accuracy": float("nan") if bounce else
+                                                float((direction == directions).mean())}
     return result
 
 
-def coherence_references(jobs: list[dict], vae=None, decoders=("image",), batch_size: int = 8) -> dict:
-    """The coherence and flicker of real held-out clips for the same jobs (the ceiling) and of their round trip
-    through `vae` with each of `decoders` (what the decoder allows), overall and per fps."""
+def coherence_references(jobs: list[dict], vae=None, decoders=("image",), batch_size: int = 8,
+                         num_frames: int = 16) -> dict:
+    """The coherence and flicker of real held-out clips of `num_frames` frames for the same jobs (the
+    ceiling) and of their round trip through `vae` with each of `decoders` (what the decoder allows),
+    overall and per fps."""
     import torch
 
     from ..vae import decode_latents_video, encode_video
 
-    real = real_clip_generator()
+    real = real_clip_generator(num_frames=num_frames)
 
     def round_trip(decoder):
         def generate(prompts, fps, seed):
@@ -291,12 +378,14 @@ def format_table(metrics: dict) -> str:
     """A plain-text table of :func:`evaluate_clips` metrics, one row per fps and overall."""
     cols = ("clips", "digit_accuracy", "direction_accuracy", "motion_direction_accuracy",
             "displacement", "expected_displacement", "displacement_rel_error", "coherence_first_last",
-            "coherence_consecutive", "flicker")
+            "coherence_consecutive", "flicker", "whole", "digit_accuracy_last16")
     heads = ("fps", "clips", "digit acc", "direction acc", "motion dir acc", "disp px/f", "expected", "rel err",
-             "coh first-last", "coh consec", "flicker")
+             "coh first-last", "coh consec", "flicker", "whole", "digit acc last 16")
+    if "bounce_pass_rate" in metrics:
+        cols, heads = cols + ("wall_contacts", "bounce_pass_rate"), heads + ("wall contacts", "bounced")
     rows = [[k] + [metrics["per_fps"][k][c] for c in cols] for k in metrics["per_fps"]]
     rows.append(["all"] + [metrics[c] for c in cols])
-    text = [[str(r[0]), str(r[1])] + [f"{v:.3f}" for v in r[2:]] for r in rows]
+    text = [[str(r[0]), str(r[1])] + [str(v) if isinstance(v, int) else f"{v:.3f}" for v in r[2:]] for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in text)) for i, h in enumerate(heads)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(t, widths)) for t in text]
@@ -312,28 +401,33 @@ def format_table(metrics: dict) -> str:
 
 def real_clip_generator(split: str = "test", num_frames: int = 16) -> Generator:
     """A stand-in generator that renders real clips of ``split`` digits for each prompt at the
-    requested fps: the ceiling that :func:`evaluate_generator` scores a perfect model at."""
+    requested fps (of bouncing digits where the prompt says so): the ceiling that
+    :func:`evaluate_generator` scores a perfect model at."""
 
     def generate(prompts: list[str], fps: float, seed: int) -> np.ndarray:
         rng = random.Random(seed)
         stride = NATIVE_FPS / fps
         clips = []
         for prompt in prompts:
-            (digit, direction), = parse_caption(prompt)
-            spec = sample_digit_clip(rng, split, span=(num_frames - 1) * stride, digit=digit, direction=direction)
+            (digit, direction, bounce), = parse_caption_bounces(prompt)
+            spec = sample_digit_clip(rng, split, span=(num_frames - 1) * stride, digit=digit, direction=direction,
+                                     bounce=bounce)
             clips.append(render(spec, np.arange(num_frames) * stride))
         return np.repeat(np.stack(clips)[..., None], 3, axis=-1)
 
     return generate
 
 
-def cascade_generator(cascade, num_inference_steps: int = 25, guidance_scale: float = 7.5, **stages) -> Generator:
-    """A :data:`Generator` from a :class:`MagicVideoCascadePipeline` (one clip at a time, seed + i);
-    `stages` go to its call (interpolate, decoder, upscale, ...). Returns (clips, output fps)."""
+def cascade_generator(cascade, num_inference_steps: int = 25, guidance_scale: float = 7.5,
+                      num_frames: int | None = None, **stages) -> Generator:
+    """A :data:`Generator` from a :class:`MagicVideoCascadePipeline` (one clip at a time, seed + i) of
+    `num_frames` keyframes (default: the model's); `stages` go to its call (interpolate, decoder,
+    upscale, ...). Returns (clips, output fps)."""
 
     def generate(prompts: list[str], fps: float, seed: int):
         outs = [cascade(p, fps=fps, seed=seed + i, num_inference_steps=num_inference_steps,
-                        guidance_scale=guidance_scale, **stages) for i, p in enumerate(prompts)]
+                        guidance_scale=guidance_scale, num_frames=num_frames, **stages)
+                for i, p in enumerate(prompts)]
         return np.stack([o.frames for o in outs]), outs[0].fps
 
     return generate
@@ -341,12 +435,13 @@ def cascade_generator(cascade, num_inference_steps: int = 25, guidance_scale: fl
 
 def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float = 7.5,
                        decoder: str = "video", chunk_size: int | None = None,
-                       frame_lag: int | None = None, context_timestep: int | None = None) -> Generator:
-    """A :data:`Generator` from a :class:`magicvideo.MagicVideoPipeline`: clips of 16 frames,
-    or of the model's frame count if it makes fewer."""
+                       frame_lag: int | None = None, context_timestep: int | None = None,
+                       num_frames: int | None = None) -> Generator:
+    """A :data:`Generator` from a :class:`magicvideo.MagicVideoPipeline`: clips of `num_frames` frames
+    (default: 16, or the model's frame count if it makes fewer)."""
     import torch
 
-    num_frames = min(16, pipe.unet.config.num_frames)
+    num_frames = num_frames or min(16, pipe.unet.config.num_frames)
 
     def generate(prompts: list[str], fps: float, seed: int) -> np.ndarray:
         out = pipe(
