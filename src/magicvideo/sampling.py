@@ -147,7 +147,7 @@ def denoise_causal(
     context: torch.Tensor | None = None,
     context_timestep: int = 0,
     guidance_scale: float = 1.0,
-    conditioning: torch.Tensor | None = None,
+    conditioning: torch.Tensor | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     cache=None,
     generator: torch.Generator | list[torch.Generator] | None = None,
     on_step_end: StepCallback | None = None,
@@ -166,7 +166,9 @@ def denoise_causal(
     under way: the finished frames before them enter through the cache of their temporal keys and
     values (computed once, in the first call after they finish), and frames not yet started are left
     out. So the result for frames <= f does not depend on the noise of later frames. Without a cache
-    (a bidirectional model) every call computes the whole clip."""
+    (a bidirectional model) every call computes the whole clip. `conditioning`: channels concatenated to
+    the model input, a tensor (B, Cc, F, h, w), or a function of (latents, finished (F,) bool) giving one
+    (conditioning on finished frames: the first-frame anchor, `models/anchor.py`)."""
     ddim = DDIMScheduler.from_config(scheduler.config)
     ddim.set_timesteps(len(scheduler.timesteps), device=latents.device)
     grid, n = ddim.timesteps, len(ddim.timesteps)
@@ -194,8 +196,9 @@ def denoise_causal(
         if cache is not None:  # finished frames before `start` are cached; frames after `upto` wait at pure noise
             start, upto = len(cache), int((after > 0).sum())
             cache.store = int(finished[start:].long().cumprod(0).sum())  # finished frames not yet cached
+        extra = conditioning(latents, finished) if callable(conditioning) else conditioning
         prediction = guided_prediction(model, shown[:, :, start:upto], t[start:upto].expand(batch, -1), guidance_scale,
-                                       None if conditioning is None else conditioning[:, :, start:upto],
+                                       None if extra is None else extra[:, :, start:upto],
                                        **({} if cache is None else {"cache": cache}))
         latents = latents.clone()
         for j in level[moving].unique().tolist():

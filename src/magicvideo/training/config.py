@@ -51,6 +51,9 @@ class ModelConfig:
     # captions train faster with a short context; it is saved with the tokenizer, so pipelines keep it.
     text_max_length: int | None = None
     freeze_spatial: bool = False  # train only adaptors, temporal attention and the FPS embedding
+    # give a pretrained keyframe U-Net the first-frame anchor channels (models/anchor.py; zero-initialised);
+    # from scratch, set model.unet.in_channels to 2 * out_channels + 1 instead
+    first_frame_anchor: bool = False
     gradient_checkpointing: bool = False
 
 

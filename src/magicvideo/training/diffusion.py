@@ -25,6 +25,7 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.training_utils import compute_snr
 
+from ..models.anchor import anchor_conditioning, is_anchor_unet, with_anchor
 from ..manifest import ManifestColumns, read_manifest
 from ..text import context_length, encode_prompts
 from ..vae import encode_video
@@ -174,6 +175,9 @@ class DiffusionTask:
         self.text_encoder = parts.text_encoder.to(self.device)
         self.tokenizer, self.scheduler = parts.tokenizer, parts.scheduler
         self.model = parts.unet
+        if config.model.first_frame_anchor:
+            self.model = with_anchor(self.model)
+        self.anchor = is_anchor_unet(self.model)
         if config.model.freeze_spatial:
             trainable = set(self.model.new_parameter_names())
             for name, param in self.model.named_parameters():
@@ -219,6 +223,9 @@ class DiffusionTask:
                                                 NoiseSchedule.from_config(train))
         noisy = frames_as_batch(self.scheduler.add_noise, latents, noise, timesteps)
         target = frames_as_batch(partial(prediction_target, self.scheduler), latents, noise, timesteps)
+        if self.anchor:  # frame 0's clean latent for the clips whose frame 0 is context (models/anchor.py)
+            given = mask[:, 0] == 0 if mask is not None else torch.zeros(len(latents), dtype=torch.bool)
+            noisy = torch.cat([noisy, anchor_conditioning(latents[:, :, :1], noisy, given)], dim=1)
         prediction = model(noisy, timesteps, context, fps=batch["fps"].to(self.device)).sample
         weights = min_snr_weight(self.scheduler, timesteps.flatten(), train.snr_gamma).reshape(timesteps.shape) \
             if train.snr_gamma else None
