@@ -145,7 +145,7 @@ def run_protocol(args: argparse.Namespace) -> int:
     from magicvideo.cli.generate import pipeline_from_args, read_prompts_file
     from magicvideo.evaluation.protocol import generation_settings, run_protocol as protocol
     from magicvideo.evaluation.videos import EvaluationError
-    from magicvideo.generation import plan_clips
+    from magicvideo.generation import for_this_process, plan_clips
     from magicvideo.loading import BUNDLED_MODEL
 
     if args.limit is not None and args.limit < 1:
@@ -154,6 +154,7 @@ def run_protocol(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds-per-prompt: must be >= 1, got {args.seeds_per_prompt}")
     prompts = read_prompts_file(args.prompts, "--prompts")[: args.limit]
     jobs = plan_clips(prompts, args.out_dir, args.seed, args.seeds_per_prompt)
+    _, args.device = for_this_process(jobs, args.device)  # several processes: each on its own GPU
     pipe = pipeline_from_args(args)
     settings = generation_settings(
         pipe, num_frames=args.frames, height=args.height, width=args.width,
@@ -171,6 +172,8 @@ def run_protocol(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except (EvaluationError, FileNotFoundError) as err:
         raise UserError(str(err)) from err
+    if report is None:  # a process other than the main one of `accelerate launch` / `torchrun`: its clips are written
+        return 0
     report_path = Path(args.report) if args.report else Path(args.out_dir) / "report.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from magicvideo.errors import InvalidArgumentError
 from magicvideo.evaluation.fvd import NUM_FRAMES, compute_fvd
 from magicvideo.evaluation.videos import EvaluationError, EvaluationWarning, list_videos
-from magicvideo.generation import ClipJob, generate_clips, job_records, pipeline_fingerprint
+from magicvideo.generation import ClipJob, for_this_process, generate_clips, job_records, pipeline_fingerprint
 from magicvideo.manifest import write_manifest
 
 MANIFEST = "clips.csv"  # path,caption,fps of the generated clips, in the output folder
@@ -52,10 +53,11 @@ def _pipe_kwargs(settings: dict) -> dict:
 
 
 def _update_lock(out_dir: Path, model: str, fingerprint: str, settings: dict, jobs: Sequence[ClipJob],
-                 skip_existing: bool) -> None:
+                 skip_existing: bool, write: bool = True) -> None:
     """Record how the clips of `out_dir` are made (model and its `pipeline_fingerprint`, settings, seed
     per file). On resume, refuse to reuse a clip made by other weights (even at the same path), with
-    other settings or another seed: that would be a silently wrong FVD."""
+    other settings or another seed: that would be a silently wrong FVD. `write`: False checks only
+    (the processes other than the main one)."""
     lock = out_dir / LOCK
     previous = json.loads(lock.read_text()) if lock.is_file() else None
     seeds = {job.path.name: job.seed for job in jobs}
@@ -72,6 +74,8 @@ def _update_lock(out_dir: Path, model: str, fingerprint: str, settings: dict, jo
                 raise InvalidArgumentError("skip_existing", f"clips in {out_dir} were made differently ({', '.join(changed[:5])} "
                                  f"differ, see {lock}); use another output folder or regenerate")
         seeds = {**(previous or {}).get("seeds", {}), **seeds}
+    if not write:
+        return
     out_dir.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps({"model": model, "model_sha256": fingerprint, "settings": settings, "seeds": seeds},
                                indent=2))
@@ -79,9 +83,13 @@ def _update_lock(out_dir: Path, model: str, fingerprint: str, settings: dict, jo
 
 def run_protocol(pipe, jobs: Sequence[ClipJob], out_dir: str | Path, real: str | Path, model: str,
                  settings: dict, clip_path: str | Path | None = None, cache_dir: str | Path | None = None,
-                 i3d_path: str | Path | None = None, skip_existing: bool = False, extra: dict | None = None) -> dict:
+                 i3d_path: str | Path | None = None, skip_existing: bool = False, extra: dict | None = None) -> dict | None:
     """Generate `jobs` (see `generation.plan_clips`) with `settings` (see `generation_settings`), then
     compute FVD against `real` and, with `clip_path`, CLIPSIM; returns the report (a JSON-able dict).
+
+    Run as several processes (`accelerate launch`, `torchrun`), each generates its share of the jobs
+    (`generation.for_this_process`: the clips of one process); the main process then waits for the others,
+    computes the metrics and returns the report, the others return None.
 
     Bad input raises ValueError naming the argument ("real: ...", "num_frames: ...", "clip: ...")
     before anything is generated, or EvaluationError from the metrics. EvaluationWarnings (e.g. too
@@ -105,12 +113,25 @@ def run_protocol(pipe, jobs: Sequence[ClipJob], out_dir: str | Path, real: str |
         except (EvaluationError, OSError) as err:
             raise InvalidArgumentError("clip", f"{err}") from err
 
-    _update_lock(out_dir, model, pipeline_fingerprint(pipe), settings, jobs, skip_existing)
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
 
-    generated = skipped = 0
-    for _, frames in generate_clips(pipe, jobs, fps=settings["fps"], skip_existing=skip_existing,
+    state = PartialState(cpu=not torch.cuda.is_available())  # gloo on CPU (accelerate's default there: one process)
+    fingerprint = pipeline_fingerprint(pipe)
+    _update_lock(out_dir, model, fingerprint, settings, jobs, skip_existing, write=False)
+    state.wait_for_everyone()  # every process has checked the clips kept from before, then the lock changes
+    if state.is_main_process:
+        _update_lock(out_dir, model, fingerprint, settings, jobs, skip_existing)
+
+    counts = [0, 0]  # generated, skipped (kept)
+    own, _ = for_this_process(jobs)
+    for _, frames in generate_clips(pipe, own, fps=settings["fps"], skip_existing=skip_existing,
                                     **_pipe_kwargs(settings)):
-        generated, skipped = (generated + 1, skipped) if frames is not None else (generated, skipped + 1)
+        counts[frames is None] += 1
+    counts = gather_object([counts]) if state.num_processes > 1 else [counts]
+    if not state.is_main_process:
+        return None
+    generated, skipped = (sum(c[i] for c in counts) for i in (0, 1))
     manifest = write_manifest(out_dir / MANIFEST, job_records(jobs, settings["fps"]))
 
     with warnings.catch_warnings(record=True) as caught:
