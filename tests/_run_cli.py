@@ -11,22 +11,12 @@ import numpy as np
 import magicvideo.generation as generation
 from magicvideo.cli import main
 
+write_video = generation.write_video
+
 
 def keep(path, frames) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path.with_suffix(".npy"), frames)
-
-
-class KeepingWriter(generation.VideoWriter):
-    """The cascade's writer (frames come in pieces), keeping them."""
-
-    def write(self, frames) -> None:
-        self.kept = [*getattr(self, "kept", []), np.array(frames)]
-        super().write(frames)
-
-    def close(self) -> None:
-        super().close()
-        keep(self.path, np.concatenate(self.kept))
 
 
 def write_and_keep(path, frames, fps):
@@ -34,6 +24,17 @@ def write_and_keep(path, frames, fps):
     write_video(path, frames, fps=fps)
 
 
-write_video = generation.write_video
-generation.write_video, generation.VideoWriter = write_and_keep, KeepingWriter
+generation.write_video = write_and_keep
+if hasattr(generation, "VideoWriter"):  # the cascade writes its frames in pieces as they are made
+
+    class KeepingWriter(generation.VideoWriter):
+        def write(self, frames) -> None:
+            self.kept = [*getattr(self, "kept", []), np.array(frames)]
+            super().write(frames)
+
+        def close(self) -> None:
+            super().close()
+            keep(self.path, np.concatenate(self.kept))
+
+    generation.VideoWriter = KeepingWriter
 sys.exit(main(sys.argv[1:]))
