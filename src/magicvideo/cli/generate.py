@@ -65,18 +65,23 @@ def add_generation_options(p) -> None:
     p.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="weights precision (default: fp16 on cuda, fp32 on cpu)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="a LoRA of the keyframe U-Net (pytorch_lora_weights.safetensors or its folder) at SCALE "
+                   "(default 1); repeatable, the LoRAs add up (docs/lora.md)")
 
 
 def pipeline_from_args(args):
     """The keyframe pipeline of --model/--device/--dtype with --scheduler swapped in, after the
     generation options are checked (`check_generation_options`)."""
     from ..devices import resolve_device
+    from ..lora import load_loras
     from ..pipelines.keyframes import load_pipeline
 
     check_generation_options(args)
     pipe = load_pipeline(args.model, resolve_device(args.device), args.dtype)
     if args.scheduler:
         pipe.set_scheduler(args.scheduler)
+    load_loras(pipe, args.lora)
     check_size(args, pipe)
     return pipe
 
@@ -115,6 +120,7 @@ def cascade_from_args(args):
     without --upscale."""
     from ..devices import resolve_device
     from ..loading import BUNDLED_CASCADE
+    from ..lora import load_loras
     from ..pipelines.cascade import MagicVideoCascadePipeline
 
     if args.keyframes_only and (args.interpolate or args.upscale):
@@ -126,6 +132,7 @@ def cascade_from_args(args):
                                                         args.dtype, stages=stages)
     if args.scheduler:
         cascade.keyframes.set_scheduler(args.scheduler)
+    load_loras(cascade.keyframes, args.lora)
     check_size(args, cascade.keyframes)
     return cascade
 
