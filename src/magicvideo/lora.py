@@ -416,3 +416,27 @@ class LoraMixin(LoraBaseMixin):
                           base: str | None = None) -> Path:
         """Write `unet`'s adapter as a LoRA file in `save_directory` (see `save_lora`)."""
         return save_lora(unet, save_directory, adapter_name, base)
+
+
+def parse_lora_spec(spec: str, argument: str = "lora") -> tuple[str, float]:
+    """`PATH[:SCALE]` -> (path, scale; default 1). A path that exists as given is taken whole (it may hold a ':')."""
+    path, sep, scale = spec.rpartition(":")
+    if not sep or Path(spec).exists():
+        return spec, 1.0
+    try:
+        value = float(scale)
+    except ValueError:
+        raise InvalidArgumentError(argument, f"{spec!r}: the scale after ':' must be a number, got {scale!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidArgumentError(argument, f"{spec!r}: the scale must be a finite number, got {scale!r}")
+    return path, value
+
+
+def load_loras(pipe: LoraMixin, specs: list[str], argument: str = "lora") -> dict[str, float]:
+    """Load LoRA files given as `PATH[:SCALE]` into a pipeline, every one active at its scale; returns
+    {adapter name: scale} (the names are the files' folder names, made unique)."""
+    parsed = [parse_lora_spec(spec, argument) for spec in specs]  # every spec checked before any is loaded
+    names = [pipe.load_lora_weights(path, argument=argument) for path, _ in parsed]
+    if names:
+        pipe.set_adapters(names, [scale for _, scale in parsed])
+    return dict(zip(names, (scale for _, scale in parsed)))
