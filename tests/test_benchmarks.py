@@ -77,3 +77,13 @@ def test_video_vae_decode_benchmark_compares_with_the_image_decoder():
     # the aligned VideoVAE runs the image decoder for its motion, and more
     assert all(float(r[-3]) > float(r[-2]) > 0 and float(r[-1][:-1]) > 1 for r in rows)
 
+
+
+def test_causal_sampling_benchmark_counts_the_calls_of_every_sampler():
+    out = run(BENCHMARKS / "causal_sampling.py", "--samplers", "16", "4", "4/1", "--steps", "2", "--repeats", "1",
+              "--threads", "1", "--guidance", "1")
+    rows = {line.split(":")[0].strip(): line for line in out.splitlines() if " s " in line}
+    assert set(rows) == {"chunk 16", "chunk 4", "chunk 4 lag 1"}
+    calls = {name: int(line.split("s ")[1].split()[0]) for name, line in rows.items()}
+    assert calls == {"chunk 16": 2, "chunk 4": 8, "chunk 4 lag 1": 2 + 3}  # steps; x chunks; steps + lag x 3
+    assert "1.00x the first" in rows["chunk 16"]
