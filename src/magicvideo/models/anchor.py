@@ -43,15 +43,4 @@ def with_anchor(unet: MagicVideoUNet3D) -> MagicVideoUNet3D:
     `conv_in` at zero, so that before training it computes exactly what `unet` computes."""
     if is_anchor_unet(unet):
         return unet
-    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
-    latent = config["in_channels"]
-    config["in_channels"] = 2 * config["out_channels"] + 1
-    model = MagicVideoUNet3D(**config).to(device=unet.device, dtype=unet.dtype)
-    state = unet.state_dict()
-    weight = state["conv_in.weight"]
-    widened = torch.zeros(weight.shape[0], config["in_channels"], *weight.shape[2:], dtype=weight.dtype,
-                          device=weight.device)
-    widened[:, :latent] = weight
-    state["conv_in.weight"] = widened
-    model.load_state_dict(state)
-    return model
+    return unet.with_input_channels(2 * unet.config.out_channels + 1)

@@ -53,25 +53,13 @@ def from_keyframe_model(unet: MagicVideoUNet3D, zero_output: bool = False, **con
                         "(inflate a UNet2DConditionModel with from_unet2d first, or use from_unet2d_model)")
     if is_interpolation_unet(unet):
         raise ValueError("this U-Net is already an interpolation model")
-    config = dict(unet.config)
-    latent = config["in_channels"]
-    config["in_channels"] = latent + condition_channels(config["out_channels"])
-    config.update(config_overrides)
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    model = MagicVideoUNet3D(**config).to(device=unet.device, dtype=unet.dtype)
-    state = unet.state_dict()
-    weight = state["conv_in.weight"]
-    new_weight = torch.zeros(weight.shape[0], config["in_channels"], *weight.shape[2:], dtype=weight.dtype,
-                             device=weight.device)
-    new_weight[:, :latent] = weight
-    state["conv_in.weight"] = new_weight
+    model = unet.with_input_channels(unet.config.in_channels + condition_channels(unet.config.out_channels),
+                                     **config_overrides)
     if zero_output:  # the convolution and its frame-wise adaptor's shift: the output is exactly zero
-        for key in ("conv_out.weight", "conv_out.bias", "conv_out.adaptor.shift"):
-            if key in state:
-                state[key] = torch.zeros_like(state[key])
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f"from_keyframe_model: missing {missing}, unexpected {unexpected}")
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in ("conv_out.weight", "conv_out.bias", "conv_out.adaptor.shift"):
+                    parameter.zero_()
     return model
 
 

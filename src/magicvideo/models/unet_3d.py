@@ -200,6 +200,22 @@ class MagicVideoUNet3D(ModelMixin, ConfigMixin, PeftAdapterMixin):
             raise RuntimeError(f"inflation mismatch: unexpected {unexpected}, missing {sorted(set(missing) - new)}")
         return model
 
+    def with_input_channels(self, in_channels: int, **config_overrides) -> "MagicVideoUNet3D":
+        """A copy of this model taking `in_channels` input channels: every weight copied, the new input
+        channels of `conv_in` at zero (conditioning channels: interpolation, the first-frame anchor), so
+        that before training it computes from its first inputs exactly what this model computes."""
+        config = {k: v for k, v in self.config.items() if not k.startswith("_")}
+        old = config["in_channels"]
+        config.update(config_overrides, in_channels=in_channels)
+        model = type(self)(**config).to(device=self.device, dtype=self.dtype)
+        state = self.state_dict()
+        weight = state["conv_in.weight"]
+        widened = torch.zeros(weight.shape[0], in_channels, *weight.shape[2:], dtype=weight.dtype, device=weight.device)
+        widened[:, :old] = weight
+        state["conv_in.weight"] = widened
+        model.load_state_dict(state)
+        return model
+
     @property
     def is_causal(self) -> bool:
         """Whether frame f's output depends on frames <= f only: true unless the temporal attention is
