@@ -130,11 +130,11 @@ def main() -> None:
         clear_if_stale(folder, " ".join(map(pipeline_fingerprint, stages))
                        + f" steps={args.steps} guidance={args.guidance} fps={keyframe_fps:g}")
         jobs = plan_clips(captions, folder, seed=0)
-        for job, frames in generate_clips(cascade, jobs, fps=keyframe_fps, skip_existing=True,
-                                          num_inference_steps=args.steps, guidance_scale=args.guidance):
-            if frames is not None and len(frames) != args.frames:
+        for job, written in generate_clips(cascade, jobs, fps=keyframe_fps, skip_existing=True,
+                                           num_inference_steps=args.steps, guidance_scale=args.guidance):
+            if written is not None and written.frames != args.frames:
                 job.path.unlink()
-                raise SystemExit(f"{model} makes clips of {len(frames)} frames, not --frames {args.frames}")
+                raise SystemExit(f"{model} makes clips of {written.frames} frames, not --frames {args.frames}")
         write_manifest(folder / "captions.csv", job_records(jobs, fps))
         sets[f"model {model}"] = folder.name
     sets.update({"real-b, frames shuffled": "shuffled", "VAE-decoded noise (ceiling)": "noise"})

@@ -112,3 +112,21 @@ def test_a_person_types_a_prompt_presses_generate_and_gets_a_playable_video(demo
     frames, fps = read_video(target)
     assert frames.shape[0] == FRAMES and fps == pytest.approx(8)
     assert duration == pytest.approx(FRAMES / 8, abs=0.2)  # the browser can play it, at its length
+
+
+def test_a_first_frame_image_starts_the_clip(demo_url, tmp_path):
+    """The optional image input: resized to the frame size (the settings say so), the clip starts from it;
+    requests without it (the calls above) are text-to-video as before."""
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    image = tmp_path / "first.png"
+    Image.fromarray(np.full((20, 30, 3), 255, np.uint8)).save(image)
+    client = Client(demo_url, verbose=False, httpx_kwargs={"timeout": 120})
+    video, settings = client.predict("a ball", "", 0, 2, 5.0, 8, False, False, False, handle_file(str(image)),
+                                     api_name="/generate")
+    frames, _ = read_video(video["video"] if isinstance(video, dict) else video)
+    assert frames.shape == (FRAMES, 16, 16, 3) and settings["image"] is True
+    assert settings["image_note"] == "first frame resized from 30x20 to 16x16 (scaled to cover, centre-cropped)"
+    plain, settings = api_call(demo_url, "a ball", 0)
+    assert settings["image"] is False

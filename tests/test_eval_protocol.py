@@ -144,10 +144,13 @@ def test_clips_are_deterministic_for_the_seed_and_seeds_per_prompt(tmp_path):
         ("a cat", 3, "0000-a-cat-s0.mp4"), ("a cat", 4, "0000-a-cat-s1.mp4"),
         ("a dog", 5, "0001-a-dog-s0.mp4"), ("a dog", 6, "0001-a-dog-s1.mp4")]
     kwargs = dict(num_inference_steps=2, guidance_scale=1.0)
-    frames = [f for _, f in generate_clips(pipe, jobs, **kwargs)]
+    written = [info for _, info in generate_clips(pipe, jobs, **kwargs)]
+    assert [(w.frames, w.height, w.width) for w in written] == [(4, 16, 16)] * 4
+    frames = [read_video(j.path)[0] for j in jobs]
     # a clip depends on its own prompt and seed only, not on the other clips of the run
-    alone = next(generate_clips(pipe, [ClipJob("a dog", 5, tmp_path / "b" / "x.mp4")], **kwargs))[1]
-    assert np.array_equal(frames[2], alone)
+    alone_job = ClipJob("a dog", 5, tmp_path / "b" / "x.mp4")
+    next(generate_clips(pipe, [alone_job], **kwargs))
+    assert np.array_equal(frames[2], read_video(alone_job.path)[0])
     assert not np.array_equal(frames[2], frames[3])
     assert sorted(os.listdir(tmp_path / "a")) == sorted(j.path.name for j in jobs)  # no partial files left
 

@@ -65,7 +65,8 @@ def test_save_and_load_round_trip(tiny_pipeline, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
     [
-        ({"num_frames": 9}, "num_frames"),
+        ({"num_frames": 0}, "num_frames"),
+        ({"num_frames": 9, "context_frames": 8}, "context_frames"),  # a long clip needs room for new frames
         ({"height": 18}, "height"),
         ({"width": 0}, "width"),
         ({"num_inference_steps": 0}, "num_inference_steps"),
@@ -131,7 +132,7 @@ def test_cli_batch_generation_writes_one_clip_per_line(tiny_pipeline_dir, tmp_pa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--frames", "99"], "--frames: must be between 1 and 8"),
+        (["--frames", "0"], "--frames: must be an integer >= 1"),
         (["--height", "18"], "--height: must be a positive multiple of 4"),
         (["--steps", "0"], "--steps: must be an integer >= 1"),
         (["--scheduler", "foo"], "--scheduler: unknown scheduler"),

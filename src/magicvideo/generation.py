@@ -13,13 +13,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .errors import InvalidArgumentError
 from .manifest import VideoRecord
-from .video_io import write_video
+from .video_io import VideoInfo, VideoWriter, write_video
 
 CAPTION_COLUMNS = ("caption", "prompt", "text", "sentence")
 
@@ -102,15 +101,15 @@ def for_this_process(jobs: Sequence[ClipJob], device: str | None = None) -> tupl
 
 
 def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing: bool = False,
-                   **pipe_kwargs) -> Iterator[tuple[ClipJob, np.ndarray | None]]:
-    """Render and write each job's clip, yielding (job, frames) as they are done; frames is None for
-    a clip skipped because its file exists (`skip_existing`). Each clip is drawn with its own CPU
-    generator seeded with `job.seed`, so a clip does not depend on the others. `pipe` is a keyframe
-    pipeline or a `MagicVideoCascadePipeline` (whose clips are written at its output frame rate).
-    `pipe_kwargs` go to
-    the pipeline call (negative_prompt, num_frames, height, width, num_inference_steps,
-    guidance_scale); its ValueErrors (bad settings) propagate. Files are written by `write_video`,
-    atomically: an interrupted run never leaves a truncated clip behind."""
+                   **pipe_kwargs) -> Iterator[tuple[ClipJob, VideoInfo | None]]:
+    """Render and write each job's clip, yielding (job, what was written: frames, size, rate) as they
+    are done; None for a clip skipped because its file exists (`skip_existing`). Each clip is drawn
+    with its own CPU generator seeded with `job.seed`, so a clip does not depend on the others. `pipe`
+    is a keyframe pipeline or a `MagicVideoCascadePipeline` (whose clips are written at its output
+    frame rate, frame by frame as they are made: a long clip is never all in memory). `pipe_kwargs`
+    go to the pipeline call (negative_prompt, num_frames, height, width, num_inference_steps,
+    guidance_scale); its ValueErrors (bad settings) propagate. Files are written atomically
+    (`write_video`, `VideoWriter`): an interrupted run never leaves a truncated clip behind."""
     for job in jobs:
         if not 0 <= job.seed < 2**63:
             raise InvalidArgumentError("seed", f"must be between 0 and 2**63 - 1, got {job.seed}")
@@ -119,13 +118,16 @@ def generate_clips(pipe, jobs: Sequence[ClipJob], fps: float = 8, skip_existing:
             yield job, None
             continue
         if hasattr(pipe, "keyframes"):  # the cascade: seeded per stage, may change the frame rate
-            out = pipe(job.prompt, fps=fps, seed=job.seed, **pipe_kwargs)
-            frames, out_fps = out.frames, out.fps
+            out_fps = pipe.output_fps(fps, pipe_kwargs.get("interpolate"))
+            with VideoWriter(job.path, out_fps) as writer:
+                pipe(job.prompt, fps=fps, seed=job.seed, frame_sink=writer.write, **pipe_kwargs)
+            frames, height, width = writer.frames, writer.height, writer.width
         else:
             generator = torch.Generator(device="cpu").manual_seed(job.seed)
-            frames, out_fps = pipe(job.prompt, fps=fps, generator=generator, **pipe_kwargs).frames[0], fps
-        write_video(job.path, frames, fps=out_fps)
-        yield job, frames
+            clip, out_fps = pipe(job.prompt, fps=fps, generator=generator, **pipe_kwargs).frames[0], fps
+            write_video(job.path, clip, fps=out_fps)
+            frames, height, width = clip.shape[:3]
+        yield job, VideoInfo(frames, height, width, out_fps)
 
 
 def job_records(jobs: Sequence[ClipJob], fps: float) -> list[VideoRecord]:

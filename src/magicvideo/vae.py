@@ -47,17 +47,19 @@ def decode_video(vae, latents: torch.Tensor, chunk_size: int = 16) -> torch.Tens
 
 
 def decode_latents_video(vae: AutoencoderKL, latents: torch.Tensor, chunk_size: int | None = 16,
-                         decoder: str = "video") -> torch.Tensor:
+                         decoder: str = "video", caches: dict | None = None) -> torch.Tensor:
     """Scaled latents (B, C, F, h, w) (as a diffusion model makes them) -> video (B, 3, F, H, W) in
     [-1, 1], not clamped. `decoder="video"` uses the temporal decoder when `vae` is a
-    `VideoAutoencoderKL` (and the image decoder otherwise); `"image"` always decodes frame by frame."""
+    `VideoAutoencoderKL` (and the image decoder otherwise); `"image"` always decodes frame by frame.
+    `caches`: the temporal decoder's state carried from one call to the next (a dict, empty at first),
+    so that a long clip decoded piece by piece equals its decoding at once."""
     if decoder not in DECODERS:
         raise InvalidArgumentError("decoder", f"must be one of {', '.join(DECODERS)}, got {decoder!r}")
     if not is_video_vae(vae):
         return decode_video(vae, latents, chunk_size or latents.shape[0] * latents.shape[2])
     scale, shift = scaling(vae)
     latents = latents.to(vae.device, vae.dtype) / scale + shift
-    return vae.decode_video(latents, chunk_size, temporal=decoder == "video")
+    return vae.decode_video(latents, chunk_size, temporal=decoder == "video", caches=caches)
 
 
 def is_video_vae(vae) -> bool:

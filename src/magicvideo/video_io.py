@@ -3,7 +3,8 @@
 `read_video` decodes a whole clip (or its first frames), `probe_video` reads only its size and
 length, `decode_clip` only the frames a sampler chooses (training), `write_video` writes one
 atomically (a temporary name in the same folder, renamed when complete), so that a reader never
-sees a truncated file and an interrupted write leaves an existing file untouched."""
+sees a truncated file and an interrupted write leaves an existing file untouched. `VideoWriter` is
+the same writer taking frames as they are made (a frame sink: a long clip is never all in memory)."""
 
 from __future__ import annotations
 
@@ -41,37 +42,97 @@ def write_video(path: str | Path, frames, fps: float = 8, crf: int = 18) -> Path
     The file depends only on the frames, fps and crf (`X264_OPTIONS`): the same frames written twice
     give the same bytes. It is written under a hidden temporary name in its folder and renamed over
     `path` when complete, so an interrupted write leaves an existing `path` as it was."""
-    path = Path(path)
     frames = to_uint8(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (F, H, W, 3), got shape {frames.shape}")
-    suffix = path.suffix.lower()
-    if suffix not in (".gif", ".mp4"):
-        raise ValueError(f"unsupported video format {suffix!r}: use .mp4 or .gif")
-    height, width = frames.shape[1:3]
-    if suffix == ".mp4" and (height % 2 or width % 2):
-        raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        if suffix == ".gif":
-            images = [Image.fromarray(frame) for frame in frames]
-            images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:],
-                           duration=round(1000 / fps), loop=0)
+    with VideoWriter(path, fps, crf) as writer:
+        writer.write(frames)
+    return writer.path
+
+
+class VideoWriter:
+    """`write_video` for frames that come in pieces: `write(frames)` appends (n, H, W, 3) frames (uint8,
+    or floats in [0, 1]) as they are made, `close()` (or leaving a `with` block) completes the file.
+
+    Written as `write_video` writes (the same bytes for the same frames, however they are split into
+    pieces): under a hidden temporary name, renamed over `path` on `close()`; leaving the `with` block
+    by an exception (or `abort()`) removes the temporary file and leaves an existing `path` as it was.
+    An mp4's frames are encoded as they come, so memory stays flat however long the clip; a gif keeps
+    its frames until `close()` (Pillow writes a gif at once). `frames`, `height`, `width`: what was
+    written so far."""
+
+    def __init__(self, path: str | Path, fps: float = 8, crf: int = 18):
+        self.path, self.fps, self.crf = Path(path), fps, crf
+        self.suffix = self.path.suffix.lower()
+        if self.suffix not in (".gif", ".mp4"):
+            raise ValueError(f"unsupported video format {self.suffix!r}: use .mp4 or .gif")
+        self.frames, self.height, self.width = 0, None, None
+        self.temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        self._container = self._stream = None
+        self._images: list[Image.Image] = []
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.close()
         else:
-            with av.open(str(temporary), mode="w", format="mp4") as container:
-                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-                stream.options = {"crf": str(crf), **X264_OPTIONS}
-                for frame in frames:
-                    for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                        container.mux(packet)
-                for packet in stream.encode():
-                    container.mux(packet)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+            self.abort()
+
+    def _open(self, height: int, width: int) -> None:
+        if self.suffix == ".mp4" and (height % 2 or width % 2):
+            raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
+        self.height, self.width = height, width
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.suffix == ".mp4":
+            self._container = av.open(str(self.temporary), mode="w", format="mp4")
+            self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1000))
+            self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
+            self._stream.options = {"crf": str(self.crf), **X264_OPTIONS}
+
+    def write(self, frames) -> None:
+        """Append frames (n, H, W, 3), all of the size of the first ones written."""
+        frames = to_uint8(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be (F, H, W, 3), got shape {frames.shape}")
+        if self.height is None:
+            self._open(*frames.shape[1:3])
+        elif frames.shape[1:3] != (self.height, self.width):
+            raise ValueError(f"frames of {frames.shape[2]}x{frames.shape[1]} after frames of {self.width}x{self.height}")
+        if self._stream is None:
+            self._images.extend(Image.fromarray(frame) for frame in frames)
+        else:
+            for frame in frames:
+                for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    self._container.mux(packet)
+        self.frames += len(frames)
+
+    def close(self) -> Path:
+        """Complete the file and move it to `path`."""
+        try:
+            if self._stream is not None:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+                self._container.close()
+                self._container = self._stream = None
+            elif self._images:
+                self._images[0].save(self.temporary, format="GIF", save_all=True, append_images=self._images[1:],
+                                     duration=round(1000 / self.fps), loop=0)
+            else:
+                raise ValueError(f"no frames were written to {self.path}")
+            os.replace(self.temporary, self.path)
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        """Stop without completing the file: `path` is left as it was."""
+        if self._container is not None:
+            self._container.close()
+            self._container = self._stream = None
+        self._images = []
+        self.temporary.unlink(missing_ok=True)
 
 
 class UnreadableVideo(ValueError):

@@ -16,7 +16,9 @@ def register(subparsers) -> None:
         description="Generate a clip from a text prompt (or one clip per line of --prompts-file) with the "
         "MagicVideo cascade: keyframes, frame interpolation (x3: 16 keyframes at 8 fps -> 46 frames at 24 fps), "
         "VideoVAE decoding and, with --upscale 4, super-resolution. Without --model, the small digits cascade "
-        "bundled with the package is used (prompts like \"the digit 7 moves to the right\").",
+        "bundled with the package is used (prompts like \"the digit 7 moves to the right\"). --frames beyond the "
+        "model's window (16) makes a long clip by causal extension, written to --out as it is made; --image makes "
+        "a clip that starts from a given first frame.",
     )
     p.add_argument("prompt", nargs="?", help="the text prompt (omit when using --prompts-file)")
     p.add_argument("--out", help="output file of a PROMPT, .mp4 (H.264) or .gif (default: out.mp4)")
@@ -25,6 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--out-dir", help="folder for --prompts-file clips (default: outputs)")
     p.add_argument("--format", choices=("mp4", "gif"), help="clip format with --prompts-file (default: mp4)")
     add_generation_options(p)
+    p.add_argument("--image", help="the first frame (image-to-video): a picture file, converted to RGB and resized "
+                   "and centre-cropped to the model's frame size (with a note when it is not that already)")
+    p.add_argument("--context-frames", type=int, help="long clips (--frames beyond the model's window): the finished "
+                   "keyframes each next window continues from (default: the model's own, half its window: 8)")
     stages = p.add_argument_group("cascade stages")
     stages.add_argument("--keyframes-only", action="store_true",
                         help="only the keyframe stage: no interpolation, no super-resolution")
@@ -46,7 +52,8 @@ def register(subparsers) -> None:
 def add_generation_options(p) -> None:
     """The model and sampling options, shared by `generate` and `eval protocol`."""
     p.add_argument("--model", help="a MagicVideo cascade or keyframe pipeline folder (default: the bundled digits cascade)")
-    p.add_argument("--frames", type=int, help="number of keyframes, at most the model's window (default: the model's, 16)")
+    p.add_argument("--frames", type=int, help="number of keyframes (default: the model's window, 16; more make a long "
+                   "clip window by window, each continuing from the last frames of the one before)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale; <= 1 disables it (default: 7.5)")
     p.add_argument("--negative", default=None, help="negative prompt for guidance, with --guidance > 1 (default: empty)")
@@ -183,7 +190,8 @@ OPTION_NAMES = {"num_frames": "--frames", "num_inference_steps": "--steps", "gui
                 "device": "--device", "dtype": "--dtype", "interpolate": "--interpolate", "upscale": "--upscale",
                 "decoder": "--decoder", "num_upscale_steps": "--upscale-steps", "noise_level": "--noise-level",
                 "interpolation_steps": "--interpolation-steps", "frame_lag": "--frame-lag",
-                "chunk_size": "--chunk-size", "context_timestep": "--context-timestep"}
+                "chunk_size": "--chunk-size", "context_timestep": "--context-timestep", "image": "--image",
+                "context_frames": "--context-frames"}
 
 
 def pipeline_settings(args) -> dict:
@@ -191,6 +199,41 @@ def pipeline_settings(args) -> dict:
     return dict(negative_prompt=args.negative, num_frames=args.frames, height=args.height, width=args.width,
                 num_inference_steps=args.steps, guidance_scale=args.guidance, chunk_size=args.chunk_size,
                 frame_lag=args.frame_lag)
+
+
+def read_image(path: str, option: str = "--image"):
+    """The picture file `path` as a loaded PIL image; a file that cannot be read as one is a UserError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except FileNotFoundError:
+        raise UserError(f"{option}: no such file {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise UserError(f"{option}: cannot read {path} as an image ({err})") from None
+
+
+def image_and_context_settings(args, keyframes, image) -> dict:
+    """The cascade arguments of --image (`image`, as `read_image` read it: converted and fitted to the
+    frame size, with a note saying how) and --context-frames (refused where it is not used: a clip
+    within one window)."""
+    settings = {}
+    frames = args.frames or keyframes.unet.config.num_frames
+    if args.context_frames is not None:
+        if frames <= keyframes.unet.config.num_frames:
+            raise UserError(f"--context-frames: not used: --frames {frames} fits in the model's window "
+                            f"({keyframes.unet.config.num_frames} frames)")
+        settings["context_frames"] = args.context_frames
+    if image is not None:
+        from ..pipelines.keyframes import fit_image
+
+        image, changes = fit_image(image, *keyframes.frame_size(args.height, args.width))
+        if changes:
+            print(f"magicvideo generate: note: --image: {args.image} {', '.join(changes)}", file=sys.stderr)
+        settings["image"] = image
+    return settings
 
 
 def read_prompts_file(path: str, option: str = "--prompts-file") -> list[str]:
@@ -225,15 +268,21 @@ def run(args) -> int:
     else:
         raise UserError("give a PROMPT (or --prompts-file); see --help")
     jobs, args.device = for_this_process(jobs, args.device)  # under accelerate launch / torchrun: a share each
+    image = None
+    if args.image is not None:
+        if args.frames is not None and args.frames < 2:
+            raise UserError(f"--frames: --image is the first frame: make at least 2, got {args.frames}")
+        image = read_image(args.image)
 
     with loading_without_gc():
         pipe = cascade_from_args(args)
-    settings = {**pipeline_settings(args), **stage_settings(args, pipe)}
+    settings = {**pipeline_settings(args), **stage_settings(args, pipe),
+                **image_and_context_settings(args, pipe.keyframes, image)}
     warning = pipe.fps_warning(args.fps, interpolate=settings.get("interpolate", False))
     if warning:
         print(f"magicvideo generate: warning: --fps: {warning}", file=sys.stderr)
     if len(jobs) > 1:
         pipe.set_progress_bar_config(disable=True)  # one bar over the clips, not one per clip
-    for job, frames in generate_clips(pipe, jobs, fps=args.fps, **settings):
-        print(f"wrote {job.path} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, seed {job.seed})")
+    for job, written in generate_clips(pipe, jobs, fps=args.fps, **settings):
+        print(f"wrote {job.path} ({written.frames} frames, {written.width}x{written.height}, seed {job.seed})")
     return 0

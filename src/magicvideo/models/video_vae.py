@@ -355,13 +355,16 @@ class VideoAutoencoderKL(AutoencoderKL):
             sample = self._temporal(name, stage(sample), num_frames, caches, positions)
         return self._head(sample)
 
-    def decode_video(self, latents: torch.Tensor, chunk_size: int | None = None, temporal: bool = True) -> torch.Tensor:
+    def decode_video(self, latents: torch.Tensor, chunk_size: int | None = None, temporal: bool = True,
+                     caches: dict | None = None) -> torch.Tensor:
         """Unscaled latents (B, C, F, h, w) -> frames (B, 3, F, H, W) (not clamped).
 
         `chunk_size` frames are decoded at a time (None: the whole clip at once); the temporal
         layers carry the last `temporal_window - 1` frames and the motion its last frame between
-        chunks, so the result equals whole-clip decoding. `temporal=False`: the plain image
-        decoder, frame by frame (the same weights without the temporal layers).
+        chunks, so the result equals whole-clip decoding. `caches`: a dict (empty at first) that
+        carries them between calls too, for decoding a long clip piece by piece as it is made.
+        `temporal=False`: the plain image decoder, frame by frame (the same weights without the
+        temporal layers).
         """
         if latents.ndim != 5:
             raise InvalidArgumentError("latents", f"expected (B, C, F, h, w), got shape {tuple(latents.shape)}")
@@ -369,7 +372,7 @@ class VideoAutoencoderKL(AutoencoderKL):
             raise InvalidArgumentError("chunk_size", f"must be at least 1, got {chunk_size}")
         batch, _, frames = latents.shape[:3]
         chunk_size = chunk_size or frames
-        caches = {} if temporal else None
+        caches = ({} if caches is None else caches) if temporal else None
         outputs = []
         for start in range(0, frames, chunk_size):
             chunk = latents[:, :, start:start + chunk_size]

@@ -1,8 +1,20 @@
-"""MagicVideoPipeline, the keyframe stage: text -> 3D U-Net denoising of keyframe latents -> VAE decode."""
+"""MagicVideoPipeline, the keyframe stage: text -> 3D U-Net denoising of keyframe latents -> VAE decode.
+
+Clips of any length: a clip longer than the U-Net's window (`unet.config.num_frames`) is made by
+causal extension, window after window (`window_plan`). The first window is sampled as a clip of
+that many frames is; each later window holds the last `context_frames` finished frames as given
+context (at positions 0 ... k - 1 of the window, so the model always sees the positions it was
+trained on) and makes the next `num_frames - context_frames` frames beside them
+(`sampling.denoise_causal`). Finished frames are never touched again: the first frames of a long
+clip are the clip of that length, bit for bit, and memory does not grow with the length.
+`latent_windows` yields each window's new latents as they are finished, for writing a long clip
+while it is made.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,15 +24,17 @@ from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
+from tqdm.auto import tqdm
 
 from ..errors import InvalidArgumentError
 from ..loading import BUNDLED_MODEL, load_folder, read_index
 from ..lora import LoraMixin
 from ..models.unet_3d import MagicVideoUNet3D
+from ..models.anchor import anchor_conditioning, is_anchor_unet
 from ..models.temporal_attention import TemporalCache
 from ..sampling import SCHEDULERS, denoise, denoise_causal, frame_schedule
 from ..text import encode_prompts, is_packaged_text_encoder, load_packaged_text_encoder
-from ..vae import decode_latents_video
+from ..vae import decode_latents_video, encode_video
 from .frames import check_output_type, decoded_to_output
 
 # pipeline settings that no longer exist: what became of them
@@ -33,6 +47,40 @@ class MagicVideoPipelineOutput(BaseOutput):
     images for "pil", or the latents (B, C, F, h, w) for "latent"."""
 
     frames: np.ndarray | torch.Tensor | list
+
+
+def fit_image(image, height: int, width: int):
+    """An image (a PIL image, or an array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), uint8 or floats in
+    [0, 1]) as an RGB PIL image of `width` x `height`: converted to RGB, scaled to cover the size and
+    centre-cropped (the aspect ratio is kept). Returns (image, changes): what was done, in words
+    (empty when nothing was). Anything else raises `InvalidArgumentError("image", ...)`."""
+    from PIL import Image, ImageOps
+
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if isinstance(image, np.ndarray):
+        array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+        if array.ndim not in (2, 3) or array.ndim == 3 and array.shape[-1] not in (3, 4) or 0 in array.shape:
+            raise InvalidArgumentError("image", f"expected an image (H, W[, 3 or 4]), got shape {image.shape}")
+        if array.dtype != np.uint8:
+            array = (np.clip(np.nan_to_num(array.astype(np.float64)), 0, 1) * 255).round().astype(np.uint8)
+        image = Image.fromarray(array)
+    if not isinstance(image, Image.Image):
+        raise InvalidArgumentError("image", f"expected a PIL image or an array, got {type(image).__name__}")
+    changes = []
+    if image.mode != "RGB":
+        changes.append(f"converted from {image.mode} to RGB")
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16/32-bit grayscale: scale to 8 bits first
+            values = np.asarray(image, np.float64)
+            high = values.max() or 1.0
+            image = Image.fromarray((np.clip(values / high, 0, 1) * 255).round().astype(np.uint8))
+        image = image.convert("RGB")
+    if image.size != (width, height):
+        cropped = image.width * height != image.height * width
+        changes.append(f"resized from {image.width}x{image.height} to {width}x{height}"
+                       + (" (scaled to cover, centre-cropped)" if cropped else ""))
+        image = ImageOps.fit(image, (width, height), Image.Resampling.BICUBIC)
+    return image, changes
 
 
 def _finite_number(name: str, value, minimum: float | None = None, exclusive: bool = False) -> None:
@@ -64,7 +112,7 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
 
     def __init__(self, unet: MagicVideoUNet3D, vae: AutoencoderKL, text_encoder, tokenizer, scheduler,
                  fps_range: list[float] | None = None, chunk_size: int | None = None, frame_lag: int | None = None,
-                 context_timestep: int = 0):
+                 context_timestep: int = 0, context_frames: int | None = None):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
         # the frame rates the model was trained at (saved in model_index.json; None: unknown)
@@ -72,8 +120,10 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
         if self.samples_causally:
             # the defaults of causal sampling (`__call__`): chunk size (None: every frame at once), the steps a
             # chunk runs behind the one before (None: it starts when that one is finished), and the timestep
-            # the finished frames are shown at (0: clean)
-            self.register_to_config(chunk_size=chunk_size, frame_lag=frame_lag, context_timestep=int(context_timestep))
+            # the finished frames are shown at (0: clean); and the finished frames each window of a clip longer
+            # than the U-Net's window holds as its context (None: half the window)
+            self.register_to_config(chunk_size=chunk_size, frame_lag=frame_lag, context_timestep=int(context_timestep),
+                                    context_frames=context_frames)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
         self._interrupt = False
@@ -119,14 +169,48 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
             frame_lag = self.config.get("frame_lag")
         return min(chunk_size, num_frames), frame_lag
 
+    def context_frames_of(self, context_frames: int | None = None) -> int:
+        """The context of each later window of a long clip: the argument, else the pipeline's saved
+        setting, else half the U-Net's window."""
+        if context_frames is None:
+            context_frames = self.config.get("context_frames")
+        return max(1, self.unet.config.num_frames // 2) if context_frames is None else context_frames
+
+    def window_plan(self, num_frames: int, context_frames: int | None = None, given: int = 0) -> list[tuple[int, int]]:
+        """The windows of a `num_frames`-frame clip, (first frame made, end) each: window 0 is frames
+        0 ... min(num_frames, window) - 1 (its first `given` frames given), every later window holds the
+        `context_frames` frames before its first (context, see the module docstring) and makes up to
+        window - context_frames more. Refuses a context that leaves no room for new frames."""
+        window, k = self.unet.config.num_frames, self.context_frames_of(context_frames)
+        if num_frames > window and window < 2:
+            raise InvalidArgumentError("num_frames", f"a {window}-frame model cannot extend a clip: at most {window}")
+        if num_frames > window and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k < window):
+            raise InvalidArgumentError("context_frames", f"must be an integer between 1 and {window - 1} (the frames "
+                                       f"each window of a long clip continues from), got {k!r}")
+        plan = [(given, min(num_frames, window))]
+        while plan[-1][1] < num_frames:
+            plan.append((plan[-1][1], min(num_frames, plan[-1][1] + window - k)))
+        return plan
+
     def num_sampling_calls(self, num_frames: int, num_inference_steps: int, chunk_size: int | None = None,
-                           frame_lag: int | None = None) -> int:
-        """How many times sampling calls the U-Net (steps of the progress bar)."""
-        chunk, lag = self.sampling_plan(num_frames, chunk_size, frame_lag)
+                           frame_lag: int | None = None, context_frames: int | None = None, given: int = 0) -> int:
+        """How many times sampling calls the U-Net (steps of the progress bar), over every window
+        (`given`: frames given as context at the start)."""
+        window = self.unet.config.num_frames
+        chunk, lag = self.sampling_plan(min(num_frames, window), chunk_size, frame_lag)
         valid = isinstance(chunk, int) and chunk >= 1 and (lag is None or isinstance(lag, int) and lag >= 0)
-        if not valid or chunk >= num_frames or lag == 0:  # (invalid values are refused by the call itself)
-            return num_inference_steps
-        return len(frame_schedule(num_inference_steps, num_frames, chunk, lag)) - 1
+        k = self.context_frames_of(context_frames)
+        if not valid or num_frames > window and (not isinstance(k, int) or not 1 <= k < window):
+            return num_inference_steps  # (invalid values are refused by the call itself)
+        calls = 0
+        for index, (start, end) in enumerate(self.window_plan(num_frames, k, given)):
+            known = start if index == 0 else k
+            frames = end - start
+            if not known and (chunk >= frames or lag == 0):
+                calls += num_inference_steps  # the synchronous sampler
+            else:
+                calls += len(frame_schedule(num_inference_steps, frames, chunk, lag)) - 1
+        return calls
 
     @property
     def spatial_factor(self) -> int:
@@ -163,7 +247,7 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
     def check_inputs(self, prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale,
                      fps, prompt_embeds=None, negative_prompt_embeds=None, num_videos_per_prompt=1,
                      callback_on_step_end_tensor_inputs=None, chunk_size=None, frame_lag=None,
-                     context_timestep=0):
+                     context_timestep=0, context_frames=None):
         if prompt is None and prompt_embeds is None:
             raise InvalidArgumentError("prompt", "give a prompt or prompt_embeds")
         if prompt is not None and prompt_embeds is not None:
@@ -178,9 +262,9 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
         if prompt_embeds is not None and negative_prompt_embeds is not None and prompt_embeds.shape != negative_prompt_embeds.shape:
             raise InvalidArgumentError("negative_prompt_embeds", f"shape {tuple(negative_prompt_embeds.shape)} differs "
                                        f"from prompt_embeds' {tuple(prompt_embeds.shape)}")
-        max_frames = self.unet.config.num_frames
-        if not isinstance(num_frames, int) or not 1 <= num_frames <= max_frames:
-            raise InvalidArgumentError("num_frames", f"must be between 1 and {max_frames} (the model's num_frames), got {num_frames}")
+        if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
+            raise InvalidArgumentError("num_frames", f"must be an integer >= 1, got {num_frames!r}")
+        self.window_plan(num_frames, context_frames)  # refuses a context that leaves no room
         factor = self.spatial_factor
         for name, value in (("height", height), ("width", width)):
             if not isinstance(value, int) or value <= 0 or value % factor:
@@ -223,13 +307,34 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
         repeat = lambda e: None if e is None else e.to(device).repeat_interleave(num_videos_per_prompt, dim=0)  # noqa: E731
         return repeat(prompt_embeds), repeat(negative_prompt_embeds)
 
-    def prepare_latents(self, batch, num_frames, height, width, dtype, device, generator, latents=None):
-        shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
+    def prepare_latents(self, batch, num_frames, height, width, dtype, device, generator, latents=None, scaled=True):
+        """The initial noise (drawn from `generator`, or the given `latents`), times the scheduler's
+        `init_noise_sigma` if `scaled` (causal sampling runs DDIM, whose noise is not scaled)."""
+        shape = (batch, self.unet.config.out_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise InvalidArgumentError("latents", f"expected shape {shape}, got {tuple(latents.shape)}")
-        return latents.to(device, dtype) * self.scheduler.init_noise_sigma
+        return latents.to(device, dtype) * (self.scheduler.init_noise_sigma if scaled else 1)
+
+    def encode_image(self, image, height: int, width: int) -> torch.Tensor:
+        """A first frame (see `fit_image`: converted to RGB, resized and centre-cropped to `width` x
+        `height`) -> its scaled VAE latents (1, C, 1, h, w), as `context_latents`."""
+        image, _ = fit_image(image, height, width)
+        pixels = torch.from_numpy(np.asarray(image, np.float32) / 127.5 - 1.0)  # (H, W, 3) in [-1, 1]
+        video = pixels.permute(2, 0, 1)[None, :, None].to(self._execution_device)  # (1, 3, 1, H, W)
+        return encode_video(self.vae, video)
+
+    def sampling_conditioning(self):
+        """What causal sampling concatenates to the model input: for a first-frame anchor model
+        (`models/anchor.py`) frame 0's latent once it is finished, else nothing (None)."""
+        if not is_anchor_unet(self.unet):
+            return None
+
+        def anchor(latents, finished):
+            return anchor_conditioning(latents[:, :, :1] if bool(finished[0]) else None, latents)
+
+        return anchor
 
     def check_context_latents(self, context_latents, latents, num_videos_per_prompt: int) -> torch.Tensor:
         """Given first frames (B, C, k, h, w) of the clips, repeated per video of a prompt; k < frames."""
@@ -274,8 +379,11 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
         frame_lag: int | None = None,
         context_timestep: int | None = None,
         context_latents: torch.Tensor | None = None,
+        image=None,
+        context_frames: int | None = None,
     ) -> MagicVideoPipelineOutput | tuple:
-        """Generate clips of `num_frames` frames (default: the model's `num_frames`, 16 for MagicVideo).
+        """Generate clips of `num_frames` frames (default: the model's `num_frames`, 16 for MagicVideo;
+        more are made by causal extension, window after window: see the module docstring).
 
         `fps` conditions motion per frame (lower fps = more motion per frame).
         `guidance_scale` > 1 enables classifier-free guidance against `negative_prompt`.
@@ -287,23 +395,81 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
         frame (the default of a pipeline that saves none) or a lag of 0 is the synchronous sampler
         of any scheduler. `context_latents` (B, C, k, h, w), scaled VAE latents of the clips' first k
         frames (given frames: image-to-video, continuing a clip): they are the output's first k frames
-        (held exactly) and the model makes the rest beside them (causal sampling).
+        (held exactly) and the model makes the rest beside them (causal sampling). `image`: a first
+        frame instead (`fit_image`: converted to RGB, resized and centre-cropped to the frame size),
+        encoded by the VAE as `context_latents` of one frame. `context_frames`: the finished frames
+        each later window of a long clip continues from (None: the pipeline's setting, else half the
+        window). `latents`: the initial noise of the whole clip (B, C, num_frames, h, w).
         `callback_on_step_end(pipe, step, timestep, tensors) -> dict` is called after every step
-        with the tensors named in `callback_on_step_end_tensor_inputs`; tensors it returns replace
-        them, and setting `pipe._interrupt = True` stops sampling after that step."""
-        num_frames = self.unet.config.num_frames if num_frames is None else num_frames
+        (counted over all windows) with the tensors named in `callback_on_step_end_tensor_inputs`
+        (the "latents" of the window being made); tensors it returns replace them, and setting
+        `pipe._interrupt = True` stops sampling after that step."""
+        check_output_type(output_type)
+        latents = torch.cat(list(self.latent_windows(
+            prompt, negative_prompt, num_frames, height, width, fps, num_inference_steps, guidance_scale,
+            num_videos_per_prompt, generator, latents, prompt_embeds, negative_prompt_embeds, callback_on_step_end,
+            callback_on_step_end_tensor_inputs, chunk_size, frame_lag, context_timestep, context_latents, image,
+            context_frames)), dim=2)
+        if output_type == "latent":
+            frames = latents
+        else:
+            frames = decoded_to_output(self.decode_latents(latents, decode_chunk_size, decoder), output_type)
+        self.maybe_free_model_hooks()
+        return MagicVideoPipelineOutput(frames=frames) if return_dict else (frames,)
+
+    def frame_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        """(height, width): the arguments, else the U-Net's sample size in pixels."""
         if height is None or width is None:
             if self.unet.config.sample_size is None:
                 raise InvalidArgumentError("height", "the U-Net has no sample_size in its config: give height and width")
             default_size = self.unet.config.sample_size * self.vae_scale_factor
             height = default_size if height is None else height
             width = default_size if width is None else width
+        return height, width
+
+    @torch.no_grad()
+    def latent_windows(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        fps: float | None = 8,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 7.5,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        chunk_size: int | None = None,
+        frame_lag: int | None = None,
+        context_timestep: int | None = None,
+        context_latents: torch.Tensor | None = None,
+        image=None,
+        context_frames: int | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """The clip's latents, as `__call__(..., output_type="latent")` makes them (the same arguments),
+        window by window as each is finished: yields the latents (B, C, n, h, w) of the frames each
+        window adds (window 0: all its frames, given ones included); their concatenation is the clip.
+        Noise: window 0's is drawn from `generator` exactly as for a clip of its length, each later
+        window's when that window starts, frame by frame (or taken from `latents`): a clip is the start of
+        every longer clip of the same seed (bit for bit up to the end of its last window)."""
+        num_frames = self.unet.config.num_frames if num_frames is None else num_frames
+        height, width = self.frame_size(height, width)
         context_timestep = self.config.get("context_timestep", 0) if context_timestep is None else context_timestep
         self.check_inputs(prompt, negative_prompt, num_frames, height, width, num_inference_steps, guidance_scale, fps,
                           prompt_embeds, negative_prompt_embeds, num_videos_per_prompt, callback_on_step_end_tensor_inputs,
-                          chunk_size, frame_lag, context_timestep)
-        chunk_size, frame_lag = self.sampling_plan(num_frames, chunk_size, frame_lag)
-        check_output_type(output_type)
+                          chunk_size, frame_lag, context_timestep, context_frames)
+        if image is not None and context_latents is not None:
+            raise InvalidArgumentError("image", "give either an image or context_latents, not both")
+        window = self.unet.config.num_frames
+        k = self.context_frames_of(context_frames)
+        first = min(num_frames, window)
+        chunk_size, frame_lag = self.sampling_plan(first, chunk_size, frame_lag)
         self._interrupt = False
         device = self._execution_device
         cfg = guidance_scale > 1.0
@@ -313,10 +479,24 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
         batch = len(prompt_embeds)
         context = torch.cat([negative_prompt_embeds, prompt_embeds]) if cfg else prompt_embeds
         context = context.to(self.unet.dtype)
+        if latents is not None:
+            shape = (batch, self.unet.config.out_channels, num_frames, height // self.vae_scale_factor,
+                     width // self.vae_scale_factor)
+            if tuple(latents.shape) != shape:
+                raise InvalidArgumentError("latents", f"expected shape {shape}, got {tuple(latents.shape)}")
+        if image is not None:
+            if num_frames < 2:
+                raise InvalidArgumentError("num_frames", "an image is the first frame: make at least 2")
+            context_latents = self.encode_image(image, height, width)
+        causal = context_latents is not None or chunk_size < first and frame_lag != 0  # window 0's sampler
+        noise = lambda start, end, scaled: self.prepare_latents(  # noqa: E731
+            batch, end - start, height, width, context.dtype, device, generator,
+            None if latents is None else latents[:, :, start:end], scaled)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = self.prepare_latents(batch, num_frames, height, width, context.dtype, device, generator, latents)
+        window_latents = noise(0, first, not causal)
+        given = None
         if context_latents is not None:
-            context_latents = self.check_context_latents(context_latents, latents, num_videos_per_prompt)
+            given = self.check_context_latents(context_latents, window_latents, num_videos_per_prompt)
         fps_input = None if fps is None else torch.full((len(context),), float(fps), device=device)
 
         def model(x, t, cache=None):
@@ -324,22 +504,38 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
 
         on_step_end = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, prompt_embeds,
                                          negative_prompt_embeds)
-        if chunk_size < num_frames and frame_lag != 0 or context_latents is not None:
-            latents = denoise_causal(model, self.scheduler, latents, chunk_size=chunk_size, lag=frame_lag,
-                                     context=context_latents,
-                                     context_timestep=context_timestep, guidance_scale=guidance_scale,
-                                     cache=TemporalCache() if self.unet.is_causal else None, generator=generator,
-                                     on_step_end=on_step_end, progress=self.progress_bar)
-        else:
-            latents = denoise(model, self.scheduler, latents, guidance_scale=guidance_scale, generator=generator,
-                              on_step_end=on_step_end, progress=self.progress_bar)
-
-        if output_type == "latent":
-            frames = latents
-        else:
-            frames = decoded_to_output(self.decode_latents(latents, decode_chunk_size, decoder), output_type)
-        self.maybe_free_model_hooks()
-        return MagicVideoPipelineOutput(frames=frames) if return_dict else (frames,)
+        plan = self.window_plan(num_frames, k, 0 if given is None else given.shape[2])
+        anchor = self.sampling_conditioning()
+        calls = 0
+        bar = tqdm(total=len(plan), desc="windows", unit="window",
+                   disable=len(plan) == 1 or getattr(self, "_progress_bar_config", {}).get("disable", False))
+        for index, (start, end) in enumerate(plan):
+            if index:  # the last k finished frames are the context of the next window, at its positions 0 ... k - 1
+                given = made[:, :, -k:]
+                # each new frame's noise drawn on its own, so that a frame's noise is the same however many the
+                # window makes (the last window of a clip may make fewer)
+                fresh = [noise(f, f + 1, False) for f in range(start, end)]
+                window_latents = torch.cat([given, *fresh], dim=2)  # (the context part is replaced)
+            offset = calls
+            window_step_end = lambda i, t, x: on_step_end(offset + i, t, x)  # noqa: E731
+            if index or causal:
+                made = denoise_causal(model, self.scheduler, window_latents, chunk_size=chunk_size, lag=frame_lag,
+                                      context=given, context_timestep=context_timestep, guidance_scale=guidance_scale,
+                                      conditioning=anchor, cache=TemporalCache() if self.unet.is_causal else None,
+                                      generator=generator,
+                                      on_step_end=window_step_end, progress=self.progress_bar)
+                calls += len(frame_schedule(num_inference_steps, end - start, chunk_size, frame_lag)) - 1
+            else:
+                made = denoise(model, self.scheduler, window_latents, guidance_scale=guidance_scale,
+                               conditioning=None if anchor is None else anchor(window_latents, finished=[False]),
+                               generator=generator, on_step_end=window_step_end, progress=self.progress_bar)
+                calls += num_inference_steps
+            part = made if index == 0 else made[:, :, k:]
+            bar.update()
+            yield part
+            if self.interrupt:
+                break
+        bar.close()
 
 
 def load_pipeline(model: str | Path | None = None, device: str | None = None, dtype: str | None = None,
