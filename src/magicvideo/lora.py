@@ -24,6 +24,7 @@ base U-Net's weights it was trained on (`BASE_HASH_KEY`); loading it on other we
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -220,14 +221,34 @@ def lora_config(unet: nn.Module, rank: int, alpha: float, targets: list[str], ad
     return config
 
 
-def add_lora(unet: nn.Module, config: LoraConfig, adapter_name: str = "default") -> None:
-    """Wrap `unet`'s target modules with a new adapter (diffusers' `add_adapter`); only the adapter's
-    parameters are left trainable."""
+def _inject(unet: nn.Module, config: LoraConfig, adapter_name: str) -> None:
+    """diffusers' `add_adapter` with this module's LoRA layers, the targets (plain-model names) renamed to
+    where the modules are now (an adaptor inside a convolution that an earlier adapter wrapped)."""
+    where = {}
+    for name, _ in unet.named_modules():
+        if ".lora_" not in name:
+            where.setdefault(_base_name(name), name)  # the outermost module of that name: the LoRA layer
+    targets = list(config.target_modules)
+    config = copy.copy(config)
+    config.target_modules = [where.get(name, name) for name in targets]
     config._register_custom_module(CUSTOM_MODULES)
-    unet.requires_grad_(False)
     unet.add_adapter(config, adapter_name)
+    # peft does not look inside a layer of an earlier adapter: the adaptor of a convolution it wrapped gets this
+    # adapter here (reached through the convolution's `adaptor`)
+    for name in (name for name in targets if name.endswith(".adaptor")):
+        adaptor = unet.get_submodule(name)
+        if isinstance(adaptor, FrameAdaptorLora) and adapter_name not in adaptor.lora_scale:
+            adaptor.update_layer(adapter_name, config)
+        elif isinstance(adaptor, FrameAdaptor):
+            setattr(unet.get_submodule(name.rpartition(".")[0]), "adaptor", FrameAdaptorLora(adaptor, adapter_name, config))
+
+
+def add_lora(unet: nn.Module, config: LoraConfig, adapter_name: str = "default") -> None:
+    """Wrap `unet`'s target modules with a new adapter; only the adapter's parameters are left trainable."""
+    unet.requires_grad_(False)
+    _inject(unet, config, adapter_name)
     for name, param in unet.named_parameters():
-        param.requires_grad_(".lora_" in name and f".{adapter_name}" in name)
+        param.requires_grad_(".lora_" in name and (name.endswith(f".{adapter_name}") or f".{adapter_name}." in name))
 
 
 def base_hash(unet: nn.Module) -> str:
@@ -242,18 +263,15 @@ def base_hash(unet: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def lora_metadata(config: LoraConfig) -> dict:
-    """The peft settings a LoRA file records (diffusers' `lora_adapter_metadata`, keys of `LoraConfig`)."""
-    targets = config.target_modules
-    return {"r": config.r, "lora_alpha": config.lora_alpha,
-            "target_modules": sorted(targets) if isinstance(targets, (set, list)) else targets}
-
-
 def save_lora(unet: nn.Module, folder: str | Path, adapter_name: str = "default", base: str | None = None) -> Path:
     """Write the adapter `adapter_name` of `unet` (exactly its trained tensors) as
     `folder/pytorch_lora_weights.safetensors`; `base` is the hash of the base weights (`base_hash`)."""
     state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
-    metadata = {f"{PREFIX}.{k}": v for k, v in lora_metadata(unet.peft_config[adapter_name]).items()}
+    config = unet.peft_config[adapter_name]
+    # the peft settings (diffusers' `lora_adapter_metadata`, keys of `LoraConfig`); the targets are the modules
+    # the tensors belong to, by their names in the plain model (peft keeps a shortened form of long lists)
+    targets = sorted({_base_name(key.partition(".lora_")[0]) for key in state})
+    metadata = {f"{PREFIX}.r": config.r, f"{PREFIX}.lora_alpha": config.lora_alpha, f"{PREFIX}.target_modules": targets}
     path = Path(folder) / LORA_WEIGHT_NAME_SAFE
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({f"{PREFIX}.{k}": v.detach().contiguous() for k, v in state.items()}, str(path),
@@ -347,12 +365,10 @@ class LoraMixin(LoraBaseMixin):
             logger.warning("LoRA %s was trained on other base weights than this U-Net's (base SHA-256 %s..., this "
                            "U-Net %s...): its effect may differ from the one it was trained for", file,
                            trained_on[:12], base_hash(self.unet)[:12])
-        config = LoraConfig(**settings)
-        config._register_custom_module(CUSTOM_MODULES)
         active = self.get_active_adapters() if loaded else []
-        self.unet.add_adapter(config, name)
+        _inject(self.unet, LoraConfig(**settings), name)
         result = set_peft_model_state_dict(self.unet, {k: v.to(self.unet.dtype) for k, v in state.items()}, name)
-        missing = [k for k in result.missing_keys if ".lora_" in k and f".{name}" in k]
+        missing = [k for k in result.missing_keys if ".lora_" in k and (k.endswith(f".{name}") or f".{name}." in k)]
         if result.unexpected_keys or missing:
             self.unet.delete_adapters(name)
             raise InvalidArgumentError(argument, f"{file}: does not fit this U-Net "
