@@ -79,7 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="keyframe pipeline folder (repeatable)")
     parser.add_argument("--samplers", nargs="+", default=["16", "4", "1"],
-                        help="samplers of the rollouts: a chunk size, or CHUNK@T to show finished frames at timestep T")
+                        help="samplers of the rollouts: CHUNK[/LAG][@T]: chunk size, the steps each chunk starts after the "
+                             "one before (default: when it is finished), finished frames shown at timestep T")
     parser.add_argument("--given", type=int, nargs="*", default=[1, 4], help="frames given in the continuations")
     parser.add_argument("--given-chunk-size", type=int, default=None,
                         help="sampler of the continuations (default: the model's own)")
@@ -95,9 +96,10 @@ def main() -> None:
         pipe = load_pipeline(model, progress_bar=False)
         rows = table[model] = {}
         for sampler in args.samplers:
-            chunk, _, t = sampler.partition("@")
+            schedule, _, t = sampler.partition("@")
+            chunk, _, lag = schedule.partition("/")
             generate = pipeline_generator(pipe, args.steps, args.guidance, "video", chunk_size=int(chunk),
-                                          context_timestep=int(t or 0))
+                                          frame_lag=int(lag) if lag else None, context_timestep=int(t or 0))
             rows[f"rollout {sampler}"] = scored(generate, jobs, args.batch_size)
             print(model, f"rollout {sampler}", rows[f"rollout {sampler}"], flush=True)
         for given in args.given:
