@@ -30,6 +30,7 @@ classifier's direction head knows straight motion only: its ``direction_accuracy
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -56,6 +57,7 @@ WHOLE_FRACTION = 0.7  # a digit is whole while its mass is at least this share o
 EDGE_PX = 1
 MOVING = 0.1
 BOUNCE_FRAMES = 2
+SPECK = 0.1  # the digit's box leaves out specks: connected parts of less than this share of its largest part's mass
 
 
 def expected_displacement(fps) -> np.ndarray:
@@ -137,26 +139,53 @@ def coherence(clips) -> dict:
     }
 
 
+def digit_boxes(mass: np.ndarray) -> np.ndarray:
+    """(N, F, H, W) bool: the pixels of each frame's digit, its :func:`foreground` ``mass`` without
+    specks (8-connected parts of less than :data:`SPECK` of the largest part's mass, such as the
+    ringing that video compression leaves near edges), whose extent is the digit's box."""
+    from scipy import ndimage
+
+    ink = mass > 0
+    kept = np.zeros_like(ink)
+    for index in np.ndindex(ink.shape[:2]):
+        labels, count = ndimage.label(ink[index], structure=np.ones((3, 3)))
+        if count:
+            parts = ndimage.sum_labels(mass[index], labels, np.arange(1, count + 1))
+            kept[index] = np.isin(labels, 1 + np.flatnonzero(parts >= SPECK * parts.max()))
+    return kept
+
+
 def wall_contacts(mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(contacts (N,), bounces (N,)): per clip, how often the digit met an edge and how often it
     bounced, from its :func:`foreground` ``mass`` (N, F, H, W).
 
     The rule of the bouncing data: when the digit's box reaches an edge, the velocity component
-    normal to it flips. A contact is a run of consecutive frames in which the box (the pixels with
-    mass) lies within :data:`EDGE_PX` px of an edge while the centre of mass moves into that edge
+    normal to it flips. A contact is a run of consecutive frames in which the digit's box lies within
+    :data:`EDGE_PX` px of an edge while the centre of mass moves into that edge
     (its velocity from the frame before, faster than :data:`MOVING` px a frame); it bounces if the
     velocity normal to the edge points away from it (faster than :data:`MOVING`) in one of the
     :data:`BOUNCE_FRAMES` frames after the run. A contact the clip ends too early to judge is not
-    counted. Each axis is judged on its own (a corner is a contact with two edges)."""
+    counted. Each axis is judged on its own (a corner is a contact with two edges).
+
+    The box is steady: the centre of mass plus the median extent of the digit's pixels
+    (:func:`digit_boxes`) around it over the clip, so that compression noise at the digit's edges
+    does not make it flicker (and break a contact in two)."""
     n, f, h, w = mass.shape
-    velocity = np.diff(centre_of_mass(mass=mass), axis=1)  # velocity[:, t - 1]: frame t - 1 -> t
-    ink = mass > 0
+    centres = centre_of_mass(mass=mass)
+    velocity = np.diff(centres, axis=1)  # velocity[:, t - 1]: frame t - 1 -> t
+    ink = digit_boxes(mass)
     contacts, bounces = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for axis, occupied, size in ((0, ink.any(axis=2), w), (1, ink.any(axis=3), h)):  # x: columns, y: rows
         seen = occupied.any(-1)
-        low = np.where(seen, occupied.argmax(-1), size)  # an empty frame is near no edge
-        high = np.where(seen, size - 1 - occupied[..., ::-1].argmax(-1), -1)
-        for near, sign in ((low <= EDGE_PX, -1.0), (high >= size - 1 - EDGE_PX, 1.0)):
+        centre = centres[..., axis]
+        below = np.where(seen, centre - occupied.argmax(-1), np.nan)  # the extent on either side of the centre
+        above = np.where(seen, size - 1 - occupied[..., ::-1].argmax(-1) - centre, np.nan)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a clip with no digit at all: no box, no contact
+            low = centre - np.nanmedian(below, axis=1, keepdims=True)
+            high = centre + np.nanmedian(above, axis=1, keepdims=True)
+            near_low, near_high = low <= EDGE_PX, high >= size - 1 - EDGE_PX  # (NaN: near no edge)
+        for near, sign in ((near_low, -1.0), (near_high, 1.0)):
             towards = np.nan_to_num(sign * velocity[..., axis], nan=0.0)  # (N, F - 1), frames 1 ... F - 1
             contact = near[:, 1:] & (towards > MOVING)
             for i in range(n):
