@@ -9,7 +9,8 @@ from magicvideo.cli import UserError, refuse_unused
 
 # `digits eval` options that generate clips, left None when not given (so that a value given where it
 # is not used, e.g. --steps with --videos, is refused) and set to these defaults otherwise
-EVAL_DEFAULTS = {"fps": [8.0, 12.0, 24.0], "seeds": 1, "limit": 80, "steps": 25, "guidance": 7.5, "batch_size": 8}
+EVAL_DEFAULTS = {"fps": [8.0, 12.0, 24.0], "seeds": 1, "limit": 80, "steps": 25, "guidance": 7.5, "batch_size": 8,
+                 "frames": 16}
 
 
 def register(subparsers) -> None:
@@ -88,7 +89,7 @@ def add_eval_parser(subparsers, name: str) -> None:
     e.add_argument("--prompts", type=Path, help="text file, one caption per line (default: the canonical prompt for every digit and direction)")
     e.add_argument("--fps", type=float, nargs="+", help="frame rates to condition on (default: 8 12 24)")
     e.add_argument("--seeds", type=int, help="seeds per prompt and fps (default: 1)")
-    e.add_argument("--frames", type=int, default=16, help="keyframes per clip; more than the model's window (16) makes "
+    e.add_argument("--frames", type=int, help="keyframes per clip; more than the model's window (16) makes "
                    "long clips by causal extension, scored also for the digit staying whole and its accuracy in the "
                    "last 16 frames (default: 16)")
     e.add_argument("--bounce", action="store_true", help="bouncing digits (data made with `digits data --bounce`): the "
@@ -171,7 +172,7 @@ def run_eval(args) -> int:
     generation = ("steps", "guidance", "chunk_size", "frame_lag", "keyframes_only", "decoder", "upscale", "device")
     if args.videos is not None:
         refuse_unused(args, "not used with --videos, which scores the videos of its captions.csv",
-                      "prompts", "fps", "seeds", "limit", "batch_size", *generation)
+                      "prompts", "fps", "seeds", "limit", "batch_size", "frames", *generation)
     elif args.real:
         refuse_unused(args, "not used with --real, which scores real clips instead of a model", *generation)
     for name, value in EVAL_DEFAULTS.items():
