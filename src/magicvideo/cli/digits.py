@@ -44,6 +44,9 @@ def register(subparsers) -> None:
     d.add_argument("--bounce", action="store_true", help="digits start anywhere and bounce off the canvas edges (the "
                    "velocity component normal to an edge flips when the digit's box reaches it); captions name the "
                    "initial direction and add a bounce phrase")
+    d.add_argument("--zoom", action="store_true", help="the camera zooms in: the digit also grows about its centre, "
+                   "x1.25 over 48 frames at 24 fps (one digit a clip, not with --bounce); captions add a zoom phrase "
+                   "(\"... as the camera zooms in\")")
     d.add_argument("--frames", type=int, help="frames per video (default: 48; 192 with --bounce, 8 s at 24 fps: "
                    "several bounces). Without --bounce a digit must stay on the canvas, which limits the length")
     d.set_defaults(func=run_data)
@@ -95,6 +98,9 @@ def add_eval_parser(subparsers, name: str) -> None:
     e.add_argument("--bounce", action="store_true", help="bouncing digits (data made with `digits data --bounce`): the "
                    "default prompts say so, the direction is that of the first 4 frames, and every wall contact is "
                    "checked for a bounce (the velocity normal to the edge flips within 2 frames)")
+    e.add_argument("--zoom", action="store_true", help="the camera zooms in (data made with `digits data --zoom`): "
+                   "the default prompts say so, and zoom_detected is the share of clips whose digit grows so "
+                   "(magicvideo.digits.zoom)")
     e.add_argument("--limit", type=int, help="evaluate a fixed random subset of this many (prompt, fps, seed) jobs; 0 = all (default: 80)")
     e.add_argument("--steps", type=int, help="denoising steps (default: 25)")
     e.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: 7.5)")
@@ -129,13 +135,16 @@ def run_data(args) -> int:
         check_frame_rates(args.fps)
     except ValueError as error:
         raise UserError(f"--fps: {error}") from None
+    if args.zoom and (args.bounce or args.two_digit_prob):
+        raise UserError("--zoom: zoom clips have one digit moving in a straight line (not with --bounce or "
+                        "--two-digit-prob)")
     frames = args.frames if args.frames is not None else BOUNCE_FRAMES if args.bounce else NATIVE_FRAMES
     try:
-        check_length(frames, args.fps, args.bounce)
+        check_length(frames, args.fps, args.bounce, args.zoom)
     except ValueError as error:
         raise UserError(f"--frames: {error}") from None
     csv_path = write_dataset(args.out, args.split, args.clips, seed=args.seed, two_digit_prob=args.two_digit_prob, crf=args.crf,
-                             fps=tuple(args.fps), num_frames=frames, bounce=args.bounce)
+                             fps=tuple(args.fps), num_frames=frames, bounce=args.bounce, zoom=args.zoom)
     print(f"wrote {args.clips} clips and {csv_path}")
     return 0
 
@@ -195,14 +204,14 @@ def run_eval(args) -> int:
         if not prompts:
             raise UserError(f"--prompts: {args.prompts} has no prompts")
     try:
-        jobs = evaluation_jobs(prompts, args.fps, args.seeds, args.limit or None, bounce=args.bounce)
+        jobs = evaluation_jobs(prompts, args.fps, args.seeds, args.limit or None, bounce=args.bounce, zoom=args.zoom)
     except ValueError as err:
         raise UserError(f"--prompts: {err}") from None
     if args.classifier is not None and not (args.classifier / "config.json").is_file():
         raise UserError(f"--classifier: {args.classifier} has no config.json")
     classifier = load_classifier(args.classifier)
     if args.videos is not None:
-        metrics = evaluate_directory(args.videos, classifier, args.bounce)
+        metrics = evaluate_directory(args.videos, classifier, args.bounce, args.zoom)
     else:
         if args.real:
             generate = real_clip_generator(num_frames=args.frames)
@@ -228,7 +237,7 @@ def run_eval(args) -> int:
                 generate = pipeline_generator(cascade.keyframes, args.steps, args.guidance, args.decoder, args.chunk_size,
                                               args.frame_lag, num_frames=args.frames)
         metrics = evaluate_generator(generate, jobs, batch_size=args.batch_size, classifier=classifier,
-                                     bounce=args.bounce)
+                                     bounce=args.bounce, zoom=args.zoom)
         if not args.real:
             chunk, lag = cascade.keyframes.sampling_plan(16, args.chunk_size, args.frame_lag)
             metrics["stages"] = {**stages, "chunk_size": chunk, "frame_lag": lag}
@@ -239,9 +248,9 @@ def run_eval(args) -> int:
     return 0
 
 
-def evaluate_directory(directory: Path, classifier, bounce: bool = False) -> dict:
+def evaluate_directory(directory: Path, classifier, bounce: bool = False, zoom: bool = False) -> dict:
     """Metrics of the videos listed in ``directory/captions.csv``, each scored whole (``bounce``: as
-    videos of bouncing digits)."""
+    videos of bouncing digits; ``zoom``: of the camera zooming in)."""
     import numpy as np
 
     from magicvideo.digits.data import parse_caption
@@ -275,4 +284,4 @@ def evaluate_directory(directory: Path, classifier, bounce: bool = False) -> dic
     if len({c.shape for c in clips}) > 1:
         raise UserError(f"--videos: the videos in {directory} differ in frame count or size")
     return evaluate_clips(np.stack(clips), digits, directions, [r.fps for r in records], classifier=classifier,
-                          bounce=bounce)
+                          bounce=bounce, zoom=zoom)

@@ -15,6 +15,11 @@ long as one likes. It starts anywhere that lets it move :data:`STRAIGHT_START` n
 straight line first; its caption names that initial direction and says that it bounces
 (:data:`BOUNCE_PHRASES`).
 
+With ``zoom``, the digit also grows about its own centre by :data:`ZOOM_RATE` per native frame (x1.25
+over a 48-frame clip), as if the camera zoomed in on it while it moves, rendered by resampling the
+frame the digit alone would have (bilinear, like the motion); its caption ends with a zoom phrase
+(:data:`ZOOM_PHRASES`) and it stays whole on the canvas all along.
+
 A clip written to disk is a long video (:data:`NATIVE_FRAMES` frames at :data:`NATIVE_FPS`);
 a trainer that takes 16 frames at stride ``s`` sees ``fps = NATIVE_FPS / s`` and a displacement
 of ``SPEED * s`` pixels per frame. :func:`digit_clips` makes such 16-frame clips directly in
@@ -41,6 +46,10 @@ STRIDES = (1, 2, 3)  # 16 frames at stride 3 span 46 of the 48 native frames
 # a bouncing digit first moves this many native frames in its named direction before it may touch a wall:
 # the first 4 frames at 8 fps (stride 3), which the evaluation takes the direction from
 STRAIGHT_START = 9
+# camera zoom (`zoom=True`): scale per native frame, x1.25 over a 48-frame clip (the most that keeps every digit
+# moving in any direction whole on the canvas)
+ZOOM_TOTAL = 1.25
+ZOOM_RATE = ZOOM_TOTAL ** (1 / (NATIVE_FRAMES - 1))
 SPLIT_SEED = 0
 TRAIN_PER_CLASS = 400
 
@@ -87,6 +96,8 @@ TEMPLATES = CANONICAL_TEMPLATES + (
 _SECOND_JOIN = " while "  # "<first caption> while <second caption>"
 # appended to the caption of a bouncing digit ("<caption> <phrase>"); the first is the canonical one
 BOUNCE_PHRASES = ("and bounces off the walls", "bouncing off the edges", "and bounces back from the edges")
+# appended to the caption of a digit the camera zooms in on; the first is the canonical one
+ZOOM_PHRASES = ("as the camera zooms in", "as the camera zooms in on it", "with the camera zooming in")
 
 
 @functools.lru_cache(maxsize=1)
@@ -146,6 +157,7 @@ class Sprite:
     direction: str
     start: tuple[float, float]
     walls: tuple[float, float] | None = None
+    zoom: float = 1.0  # scale per native frame about the digit's centre (ZOOM_RATE: the camera zooms in)
 
     def position(self, t: np.ndarray | float, speed: float = SPEED) -> tuple:
         dx, dy = DIRECTIONS[self.direction]
@@ -177,9 +189,9 @@ def _fill(template: str, digit: int, phrase: str) -> str:
 
 
 def caption_for(digit: int, direction: str, rng: random.Random | None = None, canonical: bool = False,
-                bounce: bool = False) -> str:
+                bounce: bool = False, zoom: bool = False) -> str:
     """A caption for one moving digit: random template and phrasing, or the canonical one; with
-    ``bounce`` a bounce phrase follows it."""
+    ``bounce`` a bounce phrase follows it, with ``zoom`` a zoom phrase."""
     random_phrasing = not canonical and rng is not None
     if random_phrasing:
         template, phrase = rng.choice(TEMPLATES), rng.choice(DIRECTION_PHRASES[direction])
@@ -188,13 +200,16 @@ def caption_for(digit: int, direction: str, rng: random.Random | None = None, ca
     caption = _fill(template, digit, phrase)
     if bounce:
         caption += " " + (rng.choice(BOUNCE_PHRASES) if random_phrasing else BOUNCE_PHRASES[0])
+    if zoom:
+        caption += " " + (rng.choice(ZOOM_PHRASES) if random_phrasing else ZOOM_PHRASES[0])
     return caption
 
 
-def canonical_prompts(digits=range(10), directions=DIRECTION_NAMES, bounce: bool = False) -> list[tuple[str, int, str]]:
+def canonical_prompts(digits=range(10), directions=DIRECTION_NAMES, bounce: bool = False,
+                      zoom: bool = False) -> list[tuple[str, int, str]]:
     """(prompt, digit, direction) for every canonical template, digit and direction (with ``bounce``,
-    followed by the canonical bounce phrase)."""
-    suffix = " " + BOUNCE_PHRASES[0] if bounce else ""
+    followed by the canonical bounce phrase; with ``zoom`` by the canonical zoom phrase)."""
+    suffix = (" " + BOUNCE_PHRASES[0] if bounce else "") + (" " + ZOOM_PHRASES[0] if zoom else "")
     return [
         (_fill(t, d, DIRECTION_PHRASES[r][0]) + suffix, d, r)
         for t in CANONICAL_TEMPLATES
@@ -222,6 +237,18 @@ def _without_bounce(part: str) -> tuple[str, bool]:
     return part, False
 
 
+def _without_zoom(part: str) -> tuple[str, bool]:
+    for phrase in ZOOM_PHRASES:
+        if part.endswith(" " + phrase):
+            return part[: -len(phrase) - 1].strip(), True
+    return part, False
+
+
+def caption_zooms(caption: str) -> bool:
+    """Whether a digits caption says that the camera zooms in (on its first digit)."""
+    return _without_zoom(caption.strip().lower().split(_SECOND_JOIN)[0].strip())[1]
+
+
 def parse_caption(caption: str) -> list[tuple[int, str]]:
     """The (digit, direction) of each digit a caption describes (a bouncing digit's initial
     direction); ValueError if it is not ours."""
@@ -233,7 +260,7 @@ def parse_caption_bounces(caption: str) -> list[tuple[int, str, bool]]:
     table = _caption_table()
     parsed = []
     for part in caption.strip().lower().split(_SECOND_JOIN):
-        text, bounces = _without_bounce(part.strip())
+        text, bounces = _without_bounce(_without_zoom(part.strip())[0])
         if text not in table:
             raise ValueError(f"not a digits caption: {caption!r}")
         parsed.append((*table[text], bounces))
@@ -249,10 +276,14 @@ def sample_digit_clip(
     direction: str | None = None,
     canonical: bool = False,
     bounce: bool = False,
+    zoom: bool = False,
 ) -> DigitClip:
     """Draw a clip whose digits stay fully on the canvas for ``span`` native frames of motion; with
     ``bounce``, digits that bounce off its edges (any length; ``span`` is not used), each first moving
-    :data:`STRAIGHT_START` native frames in a straight line."""
+    :data:`STRAIGHT_START` native frames in a straight line; with ``zoom`` (not with ``bounce``), one digit
+    growing by :data:`ZOOM_RATE` per native frame, whole on the canvas all along."""
+    if zoom and (bounce or two_digit_prob):
+        raise ValueError("zoom clips have one digit moving in a straight line (no bounce, no second digit)")
     _, labels = load_mnist()
     pool = split_indices(split)
     crops = _cropped_digits()
@@ -269,13 +300,28 @@ def sample_digit_clip(
         start = []
         for wall, size, unit in zip(walls, (w, h), DIRECTIONS[r]):
             travel = unit * SPEED * (STRAIGHT_START if bounce else span)  # a bouncing digit goes straight at first
-            low, high = max(0.0, -travel), wall - max(0.0, travel)
+            margin = zoom_margin(size, span) if zoom else 0.0
+            low, high = max(0.0, -travel) + margin, wall - max(0.0, travel) - margin
             if high < low:
                 raise ValueError(f"a {size}px digit cannot move {span} frames at speed {SPEED}")
             start.append(rng.uniform(low, high))
-        sprites.append(Sprite(source, d, r, (start[0], start[1]), walls if bounce else None))
-        captions.append(caption_for(d, r, None if canonical else rng, canonical=canonical, bounce=bounce))
+        sprites.append(Sprite(source, d, r, (start[0], start[1]), walls if bounce else None, ZOOM_RATE if zoom else 1.0))
+        captions.append(caption_for(d, r, None if canonical else rng, canonical=canonical, bounce=bounce, zoom=zoom))
     return DigitClip(tuple(sprites), _SECOND_JOIN.join(captions))
+
+
+def zoom_margin(size: int, span: float) -> float:
+    """How far (px) a zooming digit of ``size`` px must keep from the canvas edges, besides its motion, to stay
+    whole over ``span`` native frames: its growth on one side, plus a pixel for the resampling."""
+    return (ZOOM_RATE ** span - 1) * (size + 1) / 2 + 1
+
+
+def _zoomed(layer: np.ndarray, centre: tuple[float, float], scale: float) -> np.ndarray:
+    """``layer`` (H, W) magnified by ``scale`` about ``centre`` (x, y), bilinear: out(q) = layer(c + (q - c) / scale)."""
+    from scipy.ndimage import affine_transform
+
+    c = np.array([centre[1], centre[0]])
+    return affine_transform(layer, np.full(2, 1 / scale), offset=c * (1 - 1 / scale), order=1, mode="constant")
 
 
 def _paste(canvas: np.ndarray, image: np.ndarray, x: float, y: float) -> None:
@@ -299,7 +345,13 @@ def render(spec: DigitClip, times) -> np.ndarray:
     for sprite in spec.sprites:
         for frame, t in zip(frames, times):
             x, y = sprite.position(t)
-            _paste(frame, crops[sprite.source], x, y)
+            if sprite.zoom == 1.0:
+                _paste(frame, crops[sprite.source], x, y)
+                continue
+            layer = np.zeros_like(frame)  # the digit alone, then magnified about its centre
+            _paste(layer, crops[sprite.source], x, y)
+            h, w = crops[sprite.source].shape
+            np.maximum(frame, _zoomed(layer, (x + w / 2, y + h / 2), sprite.zoom ** t), out=frame)
     return frames
 
 
@@ -311,9 +363,10 @@ def digit_clips(
     num_frames: int = NUM_FRAMES,
     strides=STRIDES,
     bounce: bool = False,
+    zoom: bool = False,
 ) -> dict[str, np.ndarray]:
     """In-memory 16-frame clips of one digit, as a trainer would cut them from written videos
-    (``bounce``: bouncing digits, see :func:`sample_digit_clip`).
+    (``bounce``: bouncing digits, ``zoom``: the camera zooms in, see :func:`sample_digit_clip`).
 
     ``stride`` fixes the temporal stride (fps = NATIVE_FPS / stride); with ``None`` each clip
     draws one from ``strides``. Returns ``frames`` (N, F, 64, 64) uint8, ``digit`` (N,),
@@ -324,7 +377,7 @@ def digit_clips(
     out = {k: [] for k in ("frames", "digit", "direction", "fps", "source", "caption")}
     for _ in range(num_clips):
         s = stride if stride is not None else rng.choice(tuple(strides))
-        spec = sample_digit_clip(rng, split, span=(num_frames - 1) * s, canonical=True, bounce=bounce)
+        spec = sample_digit_clip(rng, split, span=(num_frames - 1) * s, canonical=True, bounce=bounce, zoom=zoom)
         out["frames"].append(to_uint8(render(spec, np.arange(num_frames) * s)))
         out["digit"].append(spec.digit)
         out["direction"].append(DIRECTION_NAMES.index(spec.direction))

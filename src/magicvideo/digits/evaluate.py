@@ -44,6 +44,7 @@ from magicvideo.digits.data import (
     SPEED,
     canonical_prompts,
     parse_caption,
+    caption_zooms,
     parse_caption_bounces,
     render,
     sample_digit_clip,
@@ -234,10 +235,12 @@ def evaluate_clips(
     fps: Sequence[float],
     classifier: DigitClassifier | None = None,
     bounce: bool = False,
+    zoom: bool = False,
 ) -> dict:
     """Metrics of clips (N, F, H, W[, C]) against their intended digit, direction (name or
     index into DIRECTION_NAMES) and fps; overall and under ``per_fps``. ``bounce``: clips of
-    bouncing digits (see the module docstring)."""
+    bouncing digits (see the module docstring). ``zoom``: clips the camera zooms in on, with
+    ``zoom_detected``, the share in which the digit grows so (:mod:`magicvideo.digits.zoom`)."""
     classifier = classifier or load_classifier()
     digits = np.asarray(digits, np.int64)
     directions = _direction_indices(directions)
@@ -263,6 +266,10 @@ def evaluate_clips(
     crops_coherence = coherence(clips)
     first_last, consecutive = crops_coherence["per_clip_last"], crops_coherence["per_clip_consecutive"]
     flicker = clip_flicker(clips)
+    if zoom:
+        from .zoom import detects_zoom
+
+        zoomed = detects_zoom(clips, fps)
 
     def summary(m: np.ndarray) -> dict:
         return {
@@ -278,7 +285,7 @@ def evaluate_clips(
             "flicker": float(flicker[m].mean()),
             "whole": float(whole[m].mean()),
             "digit_accuracy_last16": float((last_digit[m] == digits[m]).mean()),
-        } | ({} if contacts is None else {
+        } | ({"zoom_detected": float(zoomed[m].mean())} if zoom else {}) | ({} if contacts is None else {
             "wall_contacts": int(contacts[m].sum()),
             "bounce_pass_rate": float(bounces[m].sum() / contacts[m].sum()) if contacts[m].sum() else float("nan"),
         })
@@ -304,13 +311,14 @@ def evaluation_jobs(
     seeds: int = 1,
     limit: int | None = None,
     bounce: bool = False,
+    zoom: bool = False,
 ) -> list[dict]:
     """The (prompt, digit, direction, fps, seed) jobs of an evaluation: every prompt (default:
     the canonical prompts over all digits and directions, with ``bounce`` those of bouncing digits)
     at every fps and seed, optionally a fixed random subset of ``limit``. Raises ValueError for
     prompts that are not digit captions of one digit."""
     if prompts is None:
-        labelled = [(p, d, r) for p, d, r in canonical_prompts(bounce=bounce)]
+        labelled = [(p, d, r) for p, d, r in canonical_prompts(bounce=bounce, zoom=zoom)]
     else:
         labelled = []
         for prompt in prompts:
@@ -337,9 +345,10 @@ def evaluate_generator(
     classifier: DigitClassifier | None = None,
     progress: bool = True,
     bounce: bool = False,
+    zoom: bool = False,
 ) -> dict:
     """Generate every job's clip (batched by fps and seed) and score them with :func:`evaluate_clips`
-    (``bounce``: as clips of bouncing digits)."""
+    (``bounce``: as clips of bouncing digits; ``zoom``: of the camera zooming in)."""
     groups: dict[tuple[float, int], list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault((job["fps"], job["seed"]), []).append(i)
@@ -357,7 +366,7 @@ def evaluate_generator(
     bar.close()
     clips, digits, directions = np.stack(clips), [j["digit"] for j in jobs], [j["direction"] for j in jobs]
     classifier = classifier or load_classifier()
-    result = evaluate_clips(clips, digits, directions, clip_fps, classifier=classifier, bounce=bounce)
+    result = evaluate_clips(clips, digits, directions, clip_fps, classifier=classifier, bounce=bounce, zoom=zoom)
     factors = {round(out / job["fps"]) for out, job in zip(clip_fps, jobs)}
     if len(factors) == 1 and (factor := factors.pop()) > 1:
         # interpolated clips: the classifier's 16 frames, taken uniformly from (16 - 1) * k + 1 frames, are
@@ -440,7 +449,7 @@ def real_clip_generator(split: str = "test", num_frames: int = 16) -> Generator:
         for prompt in prompts:
             (digit, direction, bounce), = parse_caption_bounces(prompt)
             spec = sample_digit_clip(rng, split, span=(num_frames - 1) * stride, digit=digit, direction=direction,
-                                     bounce=bounce)
+                                     bounce=bounce, zoom=caption_zooms(prompt))
             clips.append(render(spec, np.arange(num_frames) * stride))
         return np.repeat(np.stack(clips)[..., None], 3, axis=-1)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from magicvideo.digits.data import CANVAS, NATIVE_FPS, NATIVE_FRAMES, SPEED, _cropped_digits, render, sample_digit_clip
+from magicvideo.digits.data import (CANVAS, NATIVE_FPS, NATIVE_FRAMES, SPEED, _cropped_digits, render, sample_digit_clip,
+                                    zoom_margin)
 from magicvideo.manifest import VideoRecord, write_manifest
 from magicvideo.video_io import to_uint8, write_video
 
@@ -22,16 +23,18 @@ def check_frame_rates(fps) -> None:
         raise ValueError(f"frame rates must be in (0, 1000], got {list(fps)}")
 
 
-def check_length(num_frames: int, fps, bounce: bool) -> None:
+def check_length(num_frames: int, fps, bounce: bool, zoom: bool = False) -> None:
     """ValueError unless every clip of ``num_frames`` frames at each of ``fps`` can be drawn: at least 2
-    frames; a digit moving in a straight line (no ``bounce``) must stay on the canvas all along."""
+    frames; a digit moving in a straight line (no ``bounce``) must stay on the canvas all along (growing,
+    with ``zoom``)."""
     if num_frames < 2:
         raise ValueError(f"a clip needs at least 2 frames, got {num_frames}")
     if bounce:
         return
     largest = max(max(crop.shape) for crop in _cropped_digits())
     for rate in fps:
-        travel = SPEED * (num_frames - 1) * NATIVE_FPS / rate
+        span = (num_frames - 1) * NATIVE_FPS / rate
+        travel = SPEED * span + (2 * zoom_margin(largest, span) if zoom else 0)
         if travel > CANVAS - largest - 1:
             longest = int((CANVAS - largest - 1) / (SPEED * NATIVE_FPS / rate)) + 1
             raise ValueError(f"{num_frames} frames at {rate:g} fps move a digit {travel:g} px in a straight line, off "
@@ -49,9 +52,11 @@ def write_dataset(
     fps: tuple[float, ...] = (NATIVE_FPS,),
     num_frames: int = NATIVE_FRAMES,
     bounce: bool = False,
+    zoom: bool = False,
 ) -> Path:
     """Write ``num_clips`` videos of ``num_frames`` frames (default NATIVE_FRAMES); returns the csv path.
-    ``bounce``: the digits bounce off the canvas edges (``sample_digit_clip``), so clips may be long.
+    ``bounce``: the digits bounce off the canvas edges (``sample_digit_clip``), so clips may be long;
+    ``zoom``: the camera zooms in on the digit (one digit a clip).
 
     ``fps``: the frame rates of the written videos, taken in turn (clip i is written at
     ``fps[i % len(fps)]``). The digits keep their physical speed (SPEED px per 1/24 s), so a
@@ -63,7 +68,7 @@ def write_dataset(
     the values of its digits with ``+``.
     """
     check_frame_rates(fps)
-    check_length(num_frames, fps, bounce)
+    check_length(num_frames, fps, bounce, zoom)
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{split}-{seed}")
@@ -72,7 +77,8 @@ def write_dataset(
         rate = fps[i % len(fps)]
         rate = int(rate) if float(rate).is_integer() else float(rate)
         times = np.arange(num_frames) * (NATIVE_FPS / rate)  # in native (24 fps) frames
-        spec = sample_digit_clip(rng, split, span=float(times[-1]), two_digit_prob=two_digit_prob, bounce=bounce)
+        spec = sample_digit_clip(rng, split, span=float(times[-1]), two_digit_prob=two_digit_prob, bounce=bounce,
+                                 zoom=zoom)
         rel = f"videos/{split}_{i:06d}.mp4"
         frames = to_uint8(render(spec, times))
         write_video(out / rel, np.repeat(frames[..., None], 3, axis=-1), rate, crf=crf)
