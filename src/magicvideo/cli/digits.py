@@ -46,7 +46,7 @@ def register(subparsers) -> None:
                    "initial direction and add a bounce phrase")
     d.add_argument("--zoom", action="store_true", help="the camera zooms in: the digit also grows about its centre, "
                    "x1.25 over 48 frames at 24 fps (one digit a clip, not with --bounce); captions add a zoom phrase "
-                   "(\"... as the camera zooms in\")")
+                   "(\"the digit 7 moves to the right zooming in\")")
     d.add_argument("--frames", type=int, help="frames per video (default: 48; 192 with --bounce, 8 s at 24 fps: "
                    "several bounces). Without --bounce a digit must stay on the canvas, which limits the length")
     d.set_defaults(func=run_data)
