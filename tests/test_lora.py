@@ -204,3 +204,18 @@ def test_lora_training_run_and_generate_with_it(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and len(lines) == 1 and re.search(message, lines[0]), lines
         assert out.read_bytes() == before
+
+
+def test_the_demo_lists_the_loras_it_was_started_with(trained):
+    gr = pytest.importorskip("gradio", reason="the demo extra: pip install 'magicvideo[demo]'")
+    from magicvideo.demo import build_demo
+    from magicvideo.lora import load_loras
+    from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
+
+    cascade = MagicVideoCascadePipeline(base_pipeline())
+    loras = load_loras(cascade.keyframes, [f"{trained['folder'] / 'zoom'}:0.8", str(trained["path"])])
+    assert loras == {"zoom": 0.8, "zoom-2": 1.0}
+    assert cascade.keyframes.get_active_adapters() == ["zoom", "zoom-2"]
+    demo = build_demo(cascade, loras=loras)
+    listed = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.elem_id == "loras"]
+    assert listed == ["LoRAs: zoom (scale 0.8), zoom-2 (scale 1)"]

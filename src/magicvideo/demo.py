@@ -60,9 +60,11 @@ def generate_video(cascade: MagicVideoCascadePipeline, out_dir: Path, prompt: st
     return str(path), settings
 
 
-def build_demo(cascade: MagicVideoCascadePipeline, out_dir: str | Path | None = None) -> gr.Blocks:
+def build_demo(cascade: MagicVideoCascadePipeline, out_dir: str | Path | None = None,
+               loras: dict[str, float] | None = None) -> gr.Blocks:
     """The page: prompt, negative prompt, seed (with a random button), steps, guidance, frame rate,
-    stage toggles, an optional first frame, the video and its settings as JSON, and cached examples."""
+    stage toggles, an optional first frame, the video and its settings as JSON, and cached examples;
+    `loras` ({name: scale}, loaded into the keyframe stage at start) are listed under the title."""
     out_dir = Path(out_dir or tempfile.mkdtemp(prefix="magicvideo-demo-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     low, high = cascade.keyframes.config.get("fps_range") or (1.0, 30.0)
@@ -83,6 +85,9 @@ def build_demo(cascade: MagicVideoCascadePipeline, out_dir: str | Path | None = 
     with gr.Blocks(title="MagicVideo") as demo:
         gr.Markdown("# MagicVideo\nText to video with latent diffusion: keyframes, frame interpolation, "
                     "VideoVAE decoding and x4 super-resolution.")
+        if loras:
+            gr.Markdown("LoRAs: " + ", ".join(f"{name} (scale {scale:g})" for name, scale in loras.items()),
+                        elem_id="loras")
         with gr.Row():
             with gr.Column():
                 prompt = gr.Textbox(label="Prompt", placeholder="the digit 7 moves to the right", elem_id="prompt")
@@ -114,11 +119,14 @@ def build_demo(cascade: MagicVideoCascadePipeline, out_dir: str | Path | None = 
     return demo
 
 
-def main(model: str | None, host: str, port: int, concurrency: int = 2, device: str | None = None) -> None:
+def main(model: str | None, host: str, port: int, concurrency: int = 2, device: str | None = None,
+         loras: list[str] = ()) -> None:
+    """Serve the demo of the cascade in `model`, with the LoRAs `loras` (`PATH[:SCALE]`) in its keyframe stage."""
     from .loading import BUNDLED_CASCADE
+    from .lora import load_loras
 
     cascade = MagicVideoCascadePipeline.from_pretrained(model or BUNDLED_CASCADE, device, progress_bar=False)
-    demo = build_demo(cascade)
+    demo = build_demo(cascade, loras=load_loras(cascade.keyframes, list(loras)))
     demo.queue(default_concurrency_limit=concurrency)
     print(json.dumps({"url": f"http://{host}:{port}", "model": str(model or BUNDLED_CASCADE)}))
     demo.launch(server_name=host, server_port=port, show_error=False)

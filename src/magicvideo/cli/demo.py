@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", help="a cascade or keyframe pipeline folder (default: the bundled cascade)")
     p.add_argument("--concurrency", type=int, default=2, help="requests generated at the same time (default: 2)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="a LoRA of the keyframe U-Net at SCALE (default 1), listed on the page; repeatable (docs/lora.md)")
     p.set_defaults(func=run)
 
 
@@ -35,5 +37,5 @@ def run(args) -> int:
         raise UserError("the demo needs Gradio: pip install 'magicvideo[demo]'") from None
     from ..demo import main
 
-    main(args.model, args.host, args.port, args.concurrency, device)
+    main(args.model, args.host, args.port, args.concurrency, device, args.lora)
     return 0
