@@ -428,3 +428,10 @@ def test_a_damaged_newest_checkpoint_is_reported_and_the_one_before_is_resumed(s
     assert f"checkpoint-{STEPS - EVERY:08d} (step {STEPS - EVERY})" in output and "Traceback" not in output
     assert_same_weights(unet_weights(run), unet_weights(reference), atol=0.0)
     assert latest_checkpoint(run).name == f"checkpoint-{STEPS:08d}"  # written again, whole
+
+
+def test_the_config_offers_exactly_the_lora_target_groups():
+    from magicvideo.lora import TARGET_GROUPS
+    from magicvideo.training.config import CHOICES
+
+    assert CHOICES["train.lora.targets"] == TARGET_GROUPS

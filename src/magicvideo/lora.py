@@ -43,7 +43,9 @@ from torch import nn
 from .errors import InvalidArgumentError
 from .models.adaptor import FrameAdaptedConv2d, FrameAdaptor
 from .models.temporal_attention import DirectedTemporalAttention
-from .training.config import LORA_TARGET_GROUPS as TARGET_GROUPS
+
+# the LoRA target groups (`train.lora.targets`); see the module docstring
+TARGET_GROUPS = ("temporal_attention", "spatial_attention", "attention", "convolutions")
 
 logger = logging.getLogger(__name__)
 

@@ -113,9 +113,6 @@ class SuperResolutionConfig:
     sample_noise_level: int = 20
 
 
-LORA_TARGET_GROUPS = ("temporal_attention", "spatial_attention", "attention", "convolutions")
-
-
 @dataclass
 class LoraTrainConfig:
     """`train.lora`: train a LoRA of the 3D U-Net instead of its weights (docs/lora.md, `magicvideo.lora`);
@@ -123,7 +120,7 @@ class LoraTrainConfig:
 
     rank: int = 4
     alpha: float = 4.0  # the update is scaled by alpha / rank
-    targets: list[str] = field(default_factory=lambda: ["attention"])  # groups of LORA_TARGET_GROUPS
+    targets: list[str] = field(default_factory=lambda: ["attention"])  # groups of magicvideo.lora.TARGET_GROUPS
     adaptors: bool = False  # the frame-wise adaptors also train (a full update of their scale and shift)
 
 
@@ -219,7 +216,7 @@ CHOICES = {
     "train.prediction_type": ("epsilon", "v_prediction", "sample"),  # sample (x0): super_resolution only
     "vae.reconstruction_loss": ("l1", "mse"),
     "data.cache_dtype": ("float16", "float32"),
-    "train.lora.targets": LORA_TARGET_GROUPS,
+    "train.lora.targets": ("temporal_attention", "spatial_attention", "attention", "convolutions"),  # lora.TARGET_GROUPS
 }
 # Lower bounds of counts (None, where allowed, keeps its meaning).
 MINIMUM = {
