@@ -219,3 +219,21 @@ def test_the_demo_lists_the_loras_it_was_started_with(trained):
     demo = build_demo(cascade, loras=loras)
     listed = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.elem_id == "loras"]
     assert listed == ["LoRAs: zoom (scale 0.8), zoom-2 (scale 1)"]
+
+
+def test_lora_and_fsdp_config_errors_name_the_key():
+    from magicvideo.training.config import ConfigError, config_from_dict
+
+    lora = config_from_dict({"train": {"lora": {"rank": 8, "targets": ["temporal_attention"], "adaptors": True}}})
+    assert (lora.train.lora.rank, lora.train.lora.alpha, lora.train.lora.targets) == (8, 4.0, ["temporal_attention"])
+    for data, message in (
+            ({"train": {"lora": {"targets": ["attn"]}}}, r"^train\.lora\.targets: must be one of temporal_attention, "),
+            ({"train": {"lora": {"rank": 0}}}, r"^train\.lora\.rank: must be at least 1, got 0"),
+            ({"train": {"lora": {"rnak": 4}}}, r"^train\.lora\.rnak: unknown key"),
+            ({"train": {"lora": {"targets": []}}}, r"^train\.lora\.targets: no target group and adaptors false"),
+            ({"task": "vae", "train": {"lora": {}}}, r"^train\.lora: a LoRA of the 3D U-Net trains in task diffusion"),
+            ({"model": {"freeze_spatial": True}, "train": {"lora": {}}}, r"^model\.freeze_spatial: not with train\.lora"),
+            ({"train": {"fsdp": True}}, r"^train\.ema: not with train\.fsdp"),
+            ({"train": {"fsdp": True, "ema": False, "lora": {}}}, r"^train\.fsdp: not with train\.lora")):
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict(data)
