@@ -9,7 +9,7 @@ import pytest
 
 from magicvideo.digits.data import (NATIVE_FPS, ZOOM_PHRASES, ZOOM_RATE, caption_zooms, digit_clips, parse_caption,
                                     parse_caption_bounces)
-from magicvideo.digits.zoom import detects_zoom, digit_size, zoom_share
+from magicvideo.digits.evaluate import detects_zoom, digit_size, zoom_share
 
 pytest.importorskip("mlxtend")
 

@@ -100,7 +100,7 @@ def add_eval_parser(subparsers, name: str) -> None:
                    "checked for a bounce (the velocity normal to the edge flips within 2 frames)")
     e.add_argument("--zoom", action="store_true", help="the camera zooms in (data made with `digits data --zoom`): "
                    "the default prompts say so, and zoom_detected is the share of clips whose digit grows so "
-                   "(magicvideo.digits.zoom)")
+                   "(magicvideo.digits.evaluate.detects_zoom)")
     e.add_argument("--limit", type=int, help="evaluate a fixed random subset of this many (prompt, fps, seed) jobs; 0 = all (default: 80)")
     e.add_argument("--steps", type=int, help="denoising steps (default: 25)")
     e.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: 7.5)")
