@@ -23,6 +23,8 @@ KW = dict(num_inference_steps=3, guidance_scale=2.0, output_type="latent")
 def pipe():
     pipe = make_tiny_pipeline(num_frames=4)  # a window of 4 frames: 16 frames take 7 windows of context 2
     randomize_(pipe.unet, seed=2, std=0.05)
+    assert pipe.context_frames_of() == 1  # unless saved, a quarter of the window
+    pipe.register_to_config(context_frames=2)  # the pipeline's saved setting is its default
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -128,7 +130,7 @@ def test_a_long_cascade_clip_starts_with_the_short_clip_and_streams_the_same_fra
     assert np.array_equal(long.frames[:10], short.frames)
     pieces = []
     sunk = cascade("a red ball", num_frames=10, frame_sink=pieces.append, **kwargs)
-    assert sunk.frames is None and [len(p) for p in pieces] == [10, 6, 6, 6]
+    assert sunk.frames is None and [len(p) for p in pieces] == [10, 9, 9]  # context 1: 3 new keyframes a window
     assert np.array_equal(np.concatenate(pieces), long.frames)
 
     keyframes = cascade.keyframes("a red ball", num_frames=10, num_inference_steps=2,
@@ -237,14 +239,34 @@ def test_extend_command_appends_frames_and_refuses_bad_clips(cascade_dir, cascad
     for argv, message in (([str(tmp_path / "bad.mp4"), "--frames", "3"], "IN: cannot read"),
                           ([str(tmp_path / "missing.mp4"), "--frames", "3"], "IN: no such file"),
                           ([str(source), "--frames", "3", "--context-frames", "5"], "--context-frames: must be between"),
-                          ([str(source), "--frames", "3"], "fewer than the 2"),  # the tiny model's context: 2
+                          ([str(source), "--frames", "3", "--context-frames", "2"], "fewer than the 2"),
                           ([str(tmp_path / "big.mp4"), "--frames", "3", "--context-frames", "2"], "IN: frames of 128x128"),
                           ([str(tmp_path / "odd.mp4"), "--frames", "3", "--context-frames", "2"], "IN: frames of 18x18"),
                           ([str(source), "--frames", "0"], "--frames: must be an integer >= 1"),
                           ([str(source), "--frames", "3", "--guidance", "5"], "--guidance: not used without --prompt")):
         if "fewer than the 2" in message:
-            argv = [str(write_video(tmp_path / "one.mp4", clip[:1])), "--frames", "3"]
+            argv = [str(write_video(tmp_path / "one.mp4", clip[:1])), "--frames", "3", "--context-frames", "2"]
         assert main(["extend", *argv, "--model", str(cascade_dir), "--out", str(out)]) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (argv, err)
         assert out.read_bytes() == b"keep me"
+
+
+def test_long_video_benchmark_compares_a_long_run_with_its_baseline(cascade_dir):
+    """benchmarks/long_video.py on the tiny cascade: each length in its own process, the ratios are those
+    of the runs' medians."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "long_video.py"
+    out = subprocess.run([sys.executable, str(script), "--model", str(cascade_dir), "--frames", "4", "8", "--steps", "1",
+                          "--threads", "1", "--json"], check=True, capture_output=True, text=True).stdout
+    report = json.loads(out.splitlines()[-1])
+    base, long = report["runs"]
+    assert (base["frames"], long["frames"]) == (4, 8) and report["frames_ratio"] == 2
+    assert report["time_ratio"] == long["seconds"] / base["seconds"]
+    assert report["peak_rss_ratio"] == long["peak_mib"] / base["peak_mib"]
+    assert all(r["peak_mib"] >= r["loaded_mib"] > 0 and r["cpu_seconds"] > 0 for r in report["runs"])
+    assert "target <= 2.2x" in out

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "extend",
         help="append keyframes to a clip (causal extension from its last frames)",
-        description="Continue a clip: its last frames (--context-frames, default the model's: 8) are encoded by the "
+        description="Continue a clip: its last frames (--context-frames, default the model's: 4) are encoded by the "
         "VAE and the keyframe model makes --frames more beside them, window after window, at the clip's frame "
         "rate; OUT is the clip followed by the new frames. Keyframes only: the clip's frames are taken as keyframes "
         "(no interpolation or super-resolution runs); the new frames are decoded by the VideoVAE carrying on from "
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                    "--prompt, else 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--context-frames", type=int, help="the clip's last frames the continuation starts from, and the "
-                   "finished frames each later window continues from (default: the model's own, half its window: 8)")
+                   "finished frames each later window continues from (default: the model's own, a quarter of its window: 4)")
     p.add_argument("--decoder", choices=("video", "image"), help="video: the VideoVAE's temporal decoder (the model "
                    "must have one); image: frame by frame (default: video when the model has a VideoVAE, else image)")
     p.add_argument("--scheduler", help="sampler of the first window's steps' noise schedule (see generate --help)")

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--image", help="the first frame (image-to-video): a picture file, converted to RGB and resized "
                    "and centre-cropped to the model's frame size (with a note when it is not that already)")
     p.add_argument("--context-frames", type=int, help="long clips (--frames beyond the model's window): the finished "
-                   "keyframes each next window continues from (default: the model's own, half its window: 8)")
+                   "keyframes each next window continues from (default: the model's own, a quarter of its window: 4)")
     stages = p.add_argument_group("cascade stages")
     stages.add_argument("--keyframes-only", action="store_true",
                         help="only the keyframe stage: no interpolation, no super-resolution")

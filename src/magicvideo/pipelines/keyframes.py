@@ -121,7 +121,7 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
             # the defaults of causal sampling (`__call__`): chunk size (None: every frame at once), the steps a
             # chunk runs behind the one before (None: it starts when that one is finished), and the timestep
             # the finished frames are shown at (0: clean); and the finished frames each window of a clip longer
-            # than the U-Net's window holds as its context (None: half the window)
+            # than the U-Net's window holds as its context (None: a quarter of the window, `context_frames_of`)
             self.register_to_config(chunk_size=chunk_size, frame_lag=frame_lag, context_timestep=int(context_timestep),
                                     context_frames=context_frames)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -171,10 +171,13 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
 
     def context_frames_of(self, context_frames: int | None = None) -> int:
         """The context of each later window of a long clip: the argument, else the pipeline's saved
-        setting, else half the U-Net's window."""
+        setting, else a quarter of the U-Net's window (4 of 16: two frames already fix a digit's
+        position and velocity; every U-Net call has a fixed cost besides its cost per frame, so more new
+        frames a window make a long clip cheaper: 64 keyframes take about 4.3x the U-Net time of 16 with 4,
+        4.9x with 8; docs/long-video.md)."""
         if context_frames is None:
             context_frames = self.config.get("context_frames")
-        return max(1, self.unet.config.num_frames // 2) if context_frames is None else context_frames
+        return max(1, self.unet.config.num_frames // 4) if context_frames is None else context_frames
 
     def window_plan(self, num_frames: int, context_frames: int | None = None, given: int = 0) -> list[tuple[int, int]]:
         """The windows of a `num_frames`-frame clip, (first frame made, end) each: window 0 is frames
@@ -398,8 +401,8 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
         (held exactly) and the model makes the rest beside them (causal sampling). `image`: a first
         frame instead (`fit_image`: converted to RGB, resized and centre-cropped to the frame size),
         encoded by the VAE as `context_latents` of one frame. `context_frames`: the finished frames
-        each later window of a long clip continues from (None: the pipeline's setting, else half the
-        window). `latents`: the initial noise of the whole clip (B, C, num_frames, h, w).
+        each later window of a long clip continues from (None: the pipeline's setting, else a quarter
+        of the window). `latents`: the initial noise of the whole clip (B, C, num_frames, h, w).
         `callback_on_step_end(pipe, step, timestep, tensors) -> dict` is called after every step
         (counted over all windows) with the tensors named in `callback_on_step_end_tensor_inputs`
         (the "latents" of the window being made); tensors it returns replace them, and setting
