@@ -296,3 +296,20 @@ def test_bounce_check_passes_real_bouncing_videos_through_h264(tmp_path):
         clips = np.stack([read_video(tmp_path / row["path"])[0] for row in csv.DictReader(f)])
     contacts, bounces = wall_contacts(foreground(clips))
     assert contacts.sum() >= 6 and np.array_equal(bounces, contacts)
+
+
+def test_eval_command_scores_long_clips(tiny_pipeline_dir, capsys):
+    """--frames beyond the model's window: long clips by causal extension, scored with the long-clip
+    metrics; their real references bounce (no digit goes straight that long), and real clips that
+    cannot exist are refused naming --frames."""
+    from magicvideo.cli import main
+
+    args = ["eval-digits", "--model", str(tiny_pipeline_dir), "--limit", "2", "--steps", "1", "--frames", "24",
+            "--fps", "8", "--json"]
+    assert main(args) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["clips"] == 2 and 0 <= m["whole"] <= 1 and 0 <= m["digit_accuracy_last16"] <= 1
+    assert set(m["references"]) == {"real_bouncing", "vae_round_trip_image"}
+    assert main(["eval-digits", "--real", "--frames", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "--frames: real clips: 64 frames at 8 fps" in err and "Traceback" not in err

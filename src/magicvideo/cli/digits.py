@@ -196,6 +196,16 @@ def run_eval(args) -> int:
         raise UserError(f"--frames must be at least 2, got {args.frames}")
     if any(f <= 0 for f in args.fps):
         raise UserError(f"--fps values must be > 0, got {args.fps}")
+    straight = args.bounce or args.videos is not None  # can real clips of --frames move in a straight line?
+    if not straight:
+        from magicvideo.digits.writer import check_length
+
+        try:
+            check_length(args.frames, args.fps, False, args.zoom)
+            straight = True
+        except ValueError as err:
+            if args.real or args.zoom:
+                raise UserError(f"--frames: real clips: {err}") from None
     prompts = None
     if args.prompts is not None:
         if not args.prompts.is_file():
@@ -243,7 +253,8 @@ def run_eval(args) -> int:
             metrics["stages"] = {**stages, "chunk_size": chunk, "frame_lag": lag}
         metrics["references"] = coherence_references(
             jobs, None if args.real else cascade.keyframes.vae,
-            ("image", "video") if not args.real and cascade.has_video_decoder else ("image",), num_frames=args.frames)
+            ("image", "video") if not args.real and cascade.has_video_decoder else ("image",), num_frames=args.frames,
+            bounce=None if straight else True)  # references of long clips: real digits that bounce, as none go straight
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
     return 0
 

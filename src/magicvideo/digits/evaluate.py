@@ -382,15 +382,17 @@ def evaluate_generator(
 
 
 def coherence_references(jobs: list[dict], vae=None, decoders=("image",), batch_size: int = 8,
-                         num_frames: int = 16) -> dict:
+                         num_frames: int = 16, bounce: bool | None = None) -> dict:
     """The coherence and flicker of real held-out clips of `num_frames` frames for the same jobs (the
     ceiling) and of their round trip through `vae` with each of `decoders` (what the decoder allows),
-    overall and per fps."""
+    overall and per fps. `bounce`: real clips of bouncing digits (True; under the name "real_bouncing":
+    e.g. for clips too long for a digit moving in a straight line to stay on the canvas), or as the
+    prompts say (None)."""
     import torch
 
     from ..vae import decode_latents_video, encode_video
 
-    real = real_clip_generator(num_frames=num_frames)
+    real = real_clip_generator(num_frames=num_frames, bounce=bounce)
 
     def round_trip(decoder):
         def generate(prompts, fps, seed):
@@ -401,7 +403,8 @@ def coherence_references(jobs: list[dict], vae=None, decoders=("image",), batch_
             return ((out.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).cpu().numpy()
         return generate
 
-    sources = {"real": real} | ({} if vae is None else {f"vae_round_trip_{d}": round_trip(d) for d in decoders})
+    sources = {"real_bouncing" if bounce else "real": real} | (
+        {} if vae is None else {f"vae_round_trip_{d}": round_trip(d) for d in decoders})
     keys = ("coherence_first_last", "coherence_consecutive", "flicker")
     out = {}
     for name, generate in sources.items():
@@ -436,19 +439,19 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def real_clip_generator(split: str = "test", num_frames: int = 16) -> Generator:
+def real_clip_generator(split: str = "test", num_frames: int = 16, bounce: bool | None = None) -> Generator:
     """A stand-in generator that renders real clips of ``split`` digits for each prompt at the
-    requested fps (of bouncing digits where the prompt says so): the ceiling that
-    :func:`evaluate_generator` scores a perfect model at."""
+    requested fps (of bouncing digits where the prompt says so, or every one with ``bounce``): the
+    ceiling that :func:`evaluate_generator` scores a perfect model at."""
 
     def generate(prompts: list[str], fps: float, seed: int) -> np.ndarray:
         rng = random.Random(seed)
         stride = NATIVE_FPS / fps
         clips = []
         for prompt in prompts:
-            (digit, direction, bounce), = parse_caption_bounces(prompt)
+            (digit, direction, bounces), = parse_caption_bounces(prompt)
             spec = sample_digit_clip(rng, split, span=(num_frames - 1) * stride, digit=digit, direction=direction,
-                                     bounce=bounce, zoom=caption_zooms(prompt))
+                                     bounce=bounces or bool(bounce), zoom=caption_zooms(prompt))
             clips.append(render(spec, np.arange(num_frames) * stride))
         return np.repeat(np.stack(clips)[..., None], 3, axis=-1)
 
