@@ -313,3 +313,22 @@ def test_eval_command_scores_long_clips(tiny_pipeline_dir, capsys):
     assert main(["eval-digits", "--real", "--frames", "64"]) == 2
     err = capsys.readouterr().err
     assert "--frames: real clips: 64 frames at 8 fps" in err and "Traceback" not in err
+
+
+def test_sharpness_known_answer_and_blur():
+    from scipy import ndimage
+
+    from magicvideo.digits.evaluate import sharpness
+
+    # a vertical step edge of 1.0 (255 levels) on a 64x64 frame: central differences give 127.5 on the
+    # two columns either side of the step and 0 elsewhere, so the mean is 2 * 127.5 / 64
+    clip = np.zeros((1, 2, 64, 64))
+    clip[:, :, :, 32:] = 1.0
+    assert sharpness(clip) == pytest.approx([2 * 127.5 / 64])
+    assert sharpness(np.full((1, 2, 64, 64), 0.5)) == pytest.approx([0.0])
+    rng = np.random.default_rng(0)
+    frames = np.zeros((1, 4, 64, 64))
+    frames[0, :, 20:40, 24:30] = 1.0
+    frames += 0.01 * rng.random(frames.shape)
+    blurred = ndimage.gaussian_filter(frames, sigma=(0, 0, 1.5, 1.5))
+    assert sharpness(blurred)[0] < 0.8 * sharpness(frames)[0]

@@ -15,6 +15,8 @@ For clips meant to show digit ``d`` moving in direction ``r`` at frame rate ``fp
   the mean absolute difference, in 8-bit levels, between each frame and the previous frame moved
   by their best global shift; a rigidly moving digit scores near 0 (real clips about 1, from their
   sub-pixel rendering), a flickering or morphing one more.
+- ``sharpness``: the mean gradient magnitude of the grayscale frames (:func:`sharpness`), in 8-bit
+  levels per pixel; paired with another model's, it says whether a figure was bought by blurring.
 - ``whole``: the fraction of clips whose digit stays whole and on the canvas: its foreground mass
   never falls below :data:`WHOLE_FRACTION` of frame 0's; ``digit_accuracy_last16``: the
   classifier's digit accuracy on the last 16 frames (for long clips: is it still the same digit).
@@ -109,6 +111,14 @@ def digit_crops(clips, size: int = 32) -> np.ndarray:
             top, left = (h - size) // 2, (w - size) // 2
             crops[i, j] = shifted[top : top + size, left : left + size]
     return crops
+
+
+def sharpness(clips) -> np.ndarray:
+    """(N,) the mean gradient magnitude of each clip's 64x64 grayscale frames, in 8-bit levels per pixel
+    (central differences inside the frame): a blurred copy of a clip scores lower, a flat one 0."""
+    x = 255.0 * prepare_clips(clips, num_frames=None).squeeze(1).double().numpy()  # (N, F, H, W)
+    dy, dx = np.gradient(x, axis=(2, 3))
+    return np.hypot(dx, dy).mean(axis=(1, 2, 3))
 
 
 def coherence(clips) -> dict:
@@ -267,6 +277,7 @@ def evaluate_clips(
     crops_coherence = coherence(clips)
     first_last, consecutive = crops_coherence["per_clip_last"], crops_coherence["per_clip_consecutive"]
     flicker = clip_flicker(clips)
+    sharp = sharpness(clips)
     if zoom:
         zoomed = detects_zoom(clips, fps)
 
@@ -282,6 +293,7 @@ def evaluate_clips(
             "coherence_first_last": float(first_last[m].mean()),
             "coherence_consecutive": float(consecutive[m].mean()),
             "flicker": float(flicker[m].mean()),
+            "sharpness": float(sharp[m].mean()),
             "whole": float(whole[m].mean()),
             "digit_accuracy_last16": float((last_digit[m] == digits[m]).mean()),
         } | ({"zoom_detected": float(zoomed[m].mean())} if zoom else {}) | ({} if contacts is None else {
