@@ -371,6 +371,42 @@ def test_context_clips_and_per_frame_levels():
     assert free.shape == (50, 16) and (free.float().std(1) > 100).all()
 
 
+def test_clips_that_start_later_are_given_context():
+    """train.context_after_start: a clip that starts after its video's first frame always has at least
+    that many context frames; clips that start at frame 0 keep the context_fraction draw exactly, and the
+    default draws what it always drew. data.first_frame_share: that share of clips starts at frame 0, the
+    stream of clip choices unchanged when it is 0."""
+    import random
+
+    from magicvideo.training.clips import sample_clip
+    from magicvideo.training.diffusion import NoiseSchedule, position_noise
+
+    schedule = NoiseSchedule(context_fraction=0.5, context_max_timestep=50)
+    starts = torch.tensor([0, 5] * 200)
+    _, base_t, base_mask = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu", schedule, starts)
+    _, same_t, same_mask = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu", schedule)
+    assert torch.equal(base_t, same_t) and torch.equal(base_mask, same_mask)  # off: starts do not matter
+    forced = NoiseSchedule(context_fraction=0.5, context_max_timestep=50, context_after_start=2)
+    _, t, mask = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu", forced, starts)
+    k = (mask == 0).sum(1)
+    later = starts > 0
+    assert k[later].min() == 2 and k[later].max() == 15
+    assert torch.equal(t[~later], base_t[~later]) and torch.equal(mask[~later], base_mask[~later])
+    assert torch.equal(mask == 0, torch.arange(16)[None] < k[:, None]) and t[mask == 0].max() <= 50
+    # only the later-starting clips are forced: with no context_fraction, clips at frame 0 have none
+    _, _, only = position_noise(0, range(400), (4, 16, 2, 2), 1000, "cpu", NoiseSchedule(context_after_start=3), starts)
+    assert (only[~later] == 1).all() and ((only[later] == 0).sum(1) >= 3).all()
+
+    def draws(share):
+        rng = random.Random(0)
+        return [sample_clip(48, 24, 16, 1, 3, rng, share).indices[0] for _ in range(400)]
+
+    rng = random.Random(0)
+    assert draws(0.0) == [sample_clip(48, 24, 16, 1, 3, rng).indices[0] for _ in range(400)]
+    firsts = sum(start == 0 for start in draws(0.5)) / 400
+    assert 0.45 < firsts < 0.62  # half at frame 0, plus the uniform draws that land on 0
+
+
 def test_export_writes_a_checkpoints_model_as_final_would(setup):
     """--export: the newest checkpoint of a finished run (saved at its last step) exports exactly the
     final/ weights (EMA included); an earlier checkpoint exports other weights; bad uses are refused."""

@@ -117,11 +117,12 @@ class CachedClipDataset(Dataset):
         index = next(self.order.candidates(position))
         video = self.videos[index]
         clip = sample_clip(video["frames"], video["fps"], self.clip.num_frames, self.clip.min_stride,
-                           self.clip.max_stride, rng)
+                           self.clip.max_stride, rng, self.clip.first_frame_share)
         with safe_open(str(self.cache_dir / video["shard"]), "pt") as f:
             latents = f.get_tensor(f"latents.{index}")[:, clip.indices].float()
             text = f.get_slice(f"text.{index}")[: self.context_length].float()
-        return {"latents": latents, "text_embeds": text, "fps": clip.fps, "position": position, "skipped": []}
+        return {"latents": latents, "text_embeds": text, "fps": clip.fps, "start": clip.indices[0], "position": position,
+                "skipped": []}
 
 
 def build_cache_from_config(config) -> dict:

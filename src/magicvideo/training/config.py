@@ -34,6 +34,10 @@ class DataConfig:
     resolution: int = 256  # square training size in pixels (resize shorter side, centre crop)
     min_stride: int = 1  # frame strides drawn uniformly from [min_stride, max_stride]; fps = native / stride
     max_stride: int = 4
+    # share of clips that start at their video's first frame (the rest start anywhere): for captions that
+    # describe how a video begins, as the bouncing digits' name the initial direction (with
+    # train.context_after_start). 0: every start equally likely
+    first_frame_share: float = 0.0
     cache_dir: str | None = None  # latent cache (`magicvideo cache`); used for training when present
     cache_dtype: str = "float16"  # float16 or float32 latents and text embeddings in the cache
     cache_shard_size: int = 256  # videos per safetensors shard of the cache
@@ -160,6 +164,9 @@ class TrainConfig:
     # (`chunk_size`) shows the model beside the frames it makes. 0: none
     context_fraction: float = 0.0
     context_max_timestep: int = 0
+    # clips that start after their video's first frame get at least this many context frames (k uniform in
+    # this ... F - 1), so that a caption describing how the video begins is never the clip's only cue. 0: off
+    context_after_start: int = 0
     lora: LoraTrainConfig | None = None  # a LoRA instead of the whole U-Net (task diffusion or interpolation)
     # shard parameters, gradients and optimizer states over the processes (FSDP2, training/fsdp.py; several
     # processes, no EMA, no LoRA); false: each process holds the whole model (DDP)
@@ -233,9 +240,9 @@ MINIMUM = {
     "interpolation.keyframe_stride": 2,
     **dict.fromkeys(("train.warmup_steps", "data.num_workers", "output.checkpoint_every", "output.sample_every",
                      "train.staggered_fraction", "train.staggered_max_slope", "train.context_fraction",
-                     "train.context_max_timestep"), 0),
+                     "train.context_max_timestep", "train.context_after_start", "data.first_frame_share"), 0),
 }
-AT_MOST_ONE = ("train.staggered_fraction", "train.context_fraction")
+AT_MOST_ONE = ("train.staggered_fraction", "train.context_fraction", "data.first_frame_share")
 # Keys that existed once: a config that still names one fails with what became of it.
 _NOT_ADOPTED = "measured and not adopted (docs/experiments.md; the code is in git history at 82abbbb)"
 REMOVED_KEYS = {
@@ -320,6 +327,9 @@ def config_from_dict(data: dict | None) -> Config:
             raise ConfigError(f"train.lora.alpha: must be > 0, got {lora.alpha!r}")
         if config.model.freeze_spatial:
             raise ConfigError("model.freeze_spatial: not with train.lora (a LoRA trains only its own parameters)")
+    if config.train.context_after_start and config.train.context_after_start >= config.data.num_frames:
+        raise ConfigError(f"train.context_after_start: must be below data.num_frames ({config.data.num_frames}), got "
+                          f"{config.train.context_after_start}")
     if config.train.fsdp and config.train.ema:
         raise ConfigError("train.ema: not with train.fsdp (the EMA copy is not sharded); set train.ema: false")
     if config.train.fsdp and lora is not None:

@@ -57,9 +57,11 @@ class ClipSpec:
     resolution: int = 256
     min_stride: int = 1
     max_stride: int = 4
+    first_frame_share: float = 0.0  # share of clips that start at their video's first frame (training/clips.py)
 
     def chooser(self, rng: random.Random):
-        return lambda total, fps: sample_clip(total, fps, self.num_frames, self.min_stride, self.max_stride, rng)
+        return lambda total, fps: sample_clip(total, fps, self.num_frames, self.min_stride, self.max_stride, rng,
+                                              self.first_frame_share)
 
 
 class StreamOrder:
@@ -99,7 +101,7 @@ class VideoClipDataset(Dataset):
         record = self.records[index]
         frames, clip = decode_clip(record.path, self.clip.chooser(rng), record.fps)
         return {"pixel_values": resize_center_crop(frames, self.clip.resolution), "fps": clip.fps,
-                "caption": record.caption}
+                "caption": record.caption, "start": clip.indices[0]}
 
     def __getitem__(self, position: int) -> dict:
         rng = sample_rng(self.seed, position)
@@ -160,7 +162,8 @@ class WebDatasetClips(IterableDataset):
         caption = sample["txt"].decode("utf-8") if "txt" in sample else meta["caption"]
         ext = next(ext for ext in VIDEO_EXTENSIONS if ext in sample)
         frames, clip = decode_clip(io.BytesIO(sample[ext]), self.clip.chooser(rng), meta.get("fps"))
-        return {"pixel_values": resize_center_crop(frames, self.clip.resolution), "fps": clip.fps, "caption": caption}
+        return {"pixel_values": resize_center_crop(frames, self.clip.resolution), "fps": clip.fps, "caption": caption,
+                "start": clip.indices[0]}
 
     def __iter__(self):
         import webdataset as wds
@@ -196,6 +199,8 @@ def collate(items: list[dict]) -> dict:
     batch = {"fps": torch.tensor([item["fps"] for item in items], dtype=torch.float32),
              "position": torch.tensor([item["position"] for item in items], dtype=torch.long),
              "skipped": [entry for item in items for entry in item["skipped"]]}
+    if "start" in items[0]:  # each clip's first frame in its video
+        batch["start"] = torch.tensor([item["start"] for item in items], dtype=torch.long)
     for key in ("pixel_values", "latents", "text_embeds"):
         if key in items[0]:
             batch[key] = torch.stack([item[key] for item in items])

@@ -48,27 +48,35 @@ class NoiseSchedule:
     staggered_max_slope: float = 160.0
     context_fraction: float = 0.0      # share of clips whose first k frames are context (not in the loss)
     context_max_timestep: int = 0      # context frames at a timestep uniform in [0, this]
+    context_after_start: int = 0       # clips that start after their video's first frame: at least this many
 
     @classmethod
     def from_config(cls, train) -> "NoiseSchedule":
         return cls(train.noise_schedule, train.staggered_fraction, train.staggered_max_slope, train.context_fraction,
-                   train.context_max_timestep)
+                   train.context_max_timestep, train.context_after_start)
 
     @property
     def per_frame(self) -> bool:
         """Whether timesteps are drawn per frame (B, F) rather than per clip (B,)."""
-        return self.kind == "per_frame" or self.staggered_fraction > 0 or self.context_fraction > 0
+        return self.kind == "per_frame" or self.staggered_fraction > 0 or self.has_context
+
+    @property
+    def has_context(self) -> bool:
+        return self.context_fraction > 0 or self.context_after_start > 0
 
 
 def position_noise(seed: int, positions, shape, num_timesteps: int, device,
-                   schedule: NoiseSchedule = NoiseSchedule()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                   schedule: NoiseSchedule = NoiseSchedule(),
+                   starts=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The diffusion noise (B, *shape), timesteps and loss mask of the samples at these stream positions,
     each drawn from its position's generator, so any batching or resume draws the same. `shape` is
     (C, F, h, w). Timesteps are one per clip (B,) with the default schedule, else one per frame (B, F);
-    the mask (B, F) is 1 for the frames in the loss (0 for context frames), None when all are."""
+    the mask (B, F) is 1 for the frames in the loss (0 for context frames), None when all are. `starts`:
+    each clip's first frame in its video (for `context_after_start`; None: every clip starts at 0)."""
     noise, timesteps, masks = [], [], []
     frames = shape[1]
-    for position in positions:
+    starts = [0] * len(positions) if starts is None else [int(s) for s in starts]
+    for position, start in zip(positions, starts):
         generator = sample_generator(seed, int(position))
         own = torch.randn(tuple(shape), generator=generator)
         if schedule.kind == "per_frame":
@@ -79,13 +87,14 @@ def position_noise(seed: int, positions, shape, num_timesteps: int, device,
             t = staggered_timesteps(t, frames, num_timesteps, schedule.staggered_fraction, schedule.staggered_max_slope,
                                     generator)
         mask = torch.ones(frames)
-        if schedule.context_fraction:
+        if schedule.has_context:
+            least = schedule.context_after_start if start > 0 else 0
             t, mask = context_timesteps(t.expand(frames), schedule.context_fraction, schedule.context_max_timestep,
-                                        generator)
+                                        generator, least)
         noise.append(own)
         timesteps.append(t.expand(frames) if schedule.per_frame else t)
         masks.append(mask)
-    mask = torch.stack(masks).to(device) if schedule.context_fraction else None
+    mask = torch.stack(masks).to(device) if schedule.has_context else None
     return torch.stack(noise).to(device), torch.stack(timesteps).to(device), mask
 
 
@@ -105,17 +114,20 @@ def staggered_timesteps(t: torch.Tensor, frames: int, num_timesteps: int, fracti
 
 
 def context_timesteps(t: torch.Tensor, fraction: float, max_timestep: int,
-                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                      generator: torch.Generator, least: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(timesteps (F,), loss mask (F,)) of one clip: with probability `fraction` its first k frames (k
     uniform in 1 ... F - 1) become context, at timesteps uniform in [0, `max_timestep`] (each frame its
     own) and out of the loss; otherwise `t` and every frame in the loss. Causal sampling shows a model
-    finished frames beside the frames it makes."""
+    finished frames beside the frames it makes. `least` > 0: always context, k uniform in least ... F - 1."""
     frames = len(t)
     u = torch.rand((), generator=generator).item()
     k = int(torch.randint(1, max(frames, 2), (), generator=generator))
     levels = torch.randint(0, max_timestep + 1, (frames,), generator=generator)
     mask = torch.ones(frames)
-    if u >= fraction or frames < 2:
+    forced = 0 < least < frames
+    if forced:
+        k = int(torch.randint(least, frames, (), generator=generator))
+    elif u >= fraction or frames < 2:
         return t.clone(), mask
     t = t.clone()
     t[:k] = levels[:k]
@@ -220,7 +232,7 @@ class DiffusionTask:
         train = self.config.train
         noise, timesteps, mask = position_noise(train.seed, batch["position"], latents.shape[1:],
                                                 self.scheduler.config.num_train_timesteps, self.device,
-                                                NoiseSchedule.from_config(train))
+                                                NoiseSchedule.from_config(train), batch.get("start"))
         noisy = frames_as_batch(self.scheduler.add_noise, latents, noise, timesteps)
         target = frames_as_batch(partial(prediction_target, self.scheduler), latents, noise, timesteps)
         if self.anchor:  # frame 0's clean latent for the clips whose frame 0 is context (models/anchor.py)

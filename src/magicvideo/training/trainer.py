@@ -43,7 +43,7 @@ def sample_generator(seed: int, position: int, salt: int = 0) -> torch.Generator
 
 def clip_spec(config: Config) -> ClipSpec:
     data = config.data
-    return ClipSpec(data.num_frames, data.resolution, data.min_stride, data.max_stride)
+    return ClipSpec(data.num_frames, data.resolution, data.min_stride, data.max_stride, data.first_frame_share)
 
 
 def video_dataset(config: Config, rank: int, world_size: int, start_micro_batch: int):
