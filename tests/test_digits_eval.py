@@ -332,3 +332,47 @@ def test_sharpness_known_answer_and_blur():
     frames += 0.01 * rng.random(frames.shape)
     blurred = ndimage.gaussian_filter(frames, sigma=(0, 0, 1.5, 1.5))
     assert sharpness(blurred)[0] < 0.8 * sharpness(frames)[0]
+
+
+def test_image_to_video_gives_each_job_a_real_first_frame(classifier):
+    """evaluate_generator(first_frames=...): each job's generator call receives the first frames of the
+    real held-out clips made for it (uint8), and coherence_to_given compares each clip's last frame with
+    its given one: a model that holds the given digit still scores 1 there (and fails the motion), the
+    real clips themselves score near 1 and move as the data does."""
+    real = real_clip_generator("test")
+    seen = []
+
+    def frozen(prompts, fps, seed, images=None):
+        assert images is not None and images.dtype == np.uint8 and images.shape == (len(prompts), 64, 64, 3)
+        seen.append(images)
+        return np.repeat(images[:, None], 16, axis=1)
+
+    jobs = evaluation_jobs(fps_values=(8, 24), limit=6)
+    still = evaluate_generator(frozen, jobs, batch_size=4, classifier=classifier, progress=False, first_frames=real)
+    assert still["coherence_to_given"] == pytest.approx(1.0) and still["displacement"] == 0.0
+    assert set(still["per_fps"]) == {"8", "24"} and all(m["coherence_to_given"] == pytest.approx(1.0)
+                                                        for m in still["per_fps"].values())
+
+    def moving(prompts, fps, seed, images=None):
+        clips = real(prompts, fps, seed)
+        assert np.array_equal(images, (np.clip(clips[:, 0], 0, 1) * 255).round().astype(np.uint8))
+        return clips
+
+    same = evaluate_generator(moving, jobs, batch_size=4, classifier=classifier, progress=False, first_frames=real)
+    assert same["coherence_to_given"] > 0.95 and same["displacement_rel_error"] < 0.05
+
+
+def test_eval_command_image_to_video(tiny_pipeline_dir, capsys):
+    """eval-digits --image through a saved pipeline (tiny and random: the path is real, the figures not);
+    --image with --real, or with straight clips longer than a real digit stays on the canvas, is refused."""
+    from magicvideo.cli import main
+
+    args = ["eval-digits", "--model", str(tiny_pipeline_dir), "--image", "--limit", "2", "--steps", "1", "--json"]
+    assert main(args) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["clips"] == 2 and -1 <= m["coherence_to_given"] <= 1
+    for bad, message in ((["--real", "--image"], "--image: not used with --real"),
+                         (["--model", str(tiny_pipeline_dir), "--image", "--frames", "64", "--fps", "8"], "add --bounce")):
+        assert main(["eval-digits", *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err

@@ -101,6 +101,10 @@ def add_eval_parser(subparsers, name: str) -> None:
     e.add_argument("--zoom", action="store_true", help="the camera zooms in (data made with `digits data --zoom`): "
                    "the default prompts say so, and zoom_detected is the share of clips whose digit grows so "
                    "(magicvideo.digits.evaluate.detects_zoom)")
+    e.add_argument("--image", action="store_true", help="image-to-video: every clip starts from the first frame of a "
+                   "real held-out clip of its prompt (test-split digits, never trained on), given as the image "
+                   "(generate --image); reports coherence_to_given, the digit's correlation at the last frame with "
+                   "the given one")
     e.add_argument("--limit", type=int, help="evaluate a fixed random subset of this many (prompt, fps, seed) jobs; 0 = all (default: 80)")
     e.add_argument("--steps", type=int, help="denoising steps (default: 25)")
     e.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: 7.5)")
@@ -178,7 +182,8 @@ def run_eval(args) -> int:
         real_clip_generator,
     )
 
-    generation = ("steps", "guidance", "chunk_size", "frame_lag", "keyframes_only", "decoder", "upscale", "device")
+    generation = ("steps", "guidance", "chunk_size", "frame_lag", "keyframes_only", "decoder", "upscale", "device",
+                  "image")
     if args.videos is not None:
         refuse_unused(args, "not used with --videos, which scores the videos of its captions.csv",
                       "prompts", "fps", "seeds", "limit", "batch_size", "frames", *generation)
@@ -206,6 +211,9 @@ def run_eval(args) -> int:
         except ValueError as err:
             if args.real or args.zoom:
                 raise UserError(f"--frames: real clips: {err}") from None
+    if args.image and not straight:
+        raise UserError("--image: the first frames come from real held-out clips, and a digit moving in a straight line "
+                        f"leaves the canvas within --frames {args.frames} at these frame rates: add --bounce")
     prompts = None
     if args.prompts is not None:
         if not args.prompts.is_file():
@@ -246,8 +254,9 @@ def run_eval(args) -> int:
             else:  # a keyframe model alone: batched
                 generate = pipeline_generator(cascade.keyframes, args.steps, args.guidance, args.decoder, args.chunk_size,
                                               args.frame_lag, num_frames=args.frames)
+        first_frames = real_clip_generator(num_frames=args.frames, bounce=args.bounce or None) if args.image else None
         metrics = evaluate_generator(generate, jobs, batch_size=args.batch_size, classifier=classifier,
-                                     bounce=args.bounce, zoom=args.zoom)
+                                     bounce=args.bounce, zoom=args.zoom, first_frames=first_frames)
         if not args.real:
             chunk, lag = cascade.keyframes.sampling_plan(16, args.chunk_size, args.frame_lag)
             metrics["stages"] = {**stages, "chunk_size": chunk, "frame_lag": lag}

@@ -36,6 +36,7 @@ import warnings
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from magicvideo.digits.classifier import DigitClassifier, classify, load_classifier, prepare_clips
@@ -111,6 +112,22 @@ def digit_crops(clips, size: int = 32) -> np.ndarray:
             top, left = (h - size) // 2, (w - size) // 2
             crops[i, j] = shifted[top : top + size, left : left + size]
     return crops
+
+
+def _uint8(frames) -> np.ndarray:
+    """Frames in [0, 1] or uint8 -> uint8 RGB (..., H, W, 3), as an image file holds them."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+    return np.repeat(frames[..., None], 3, -1) if frames.shape[-1] not in (1, 3) else frames
+
+
+def coherence_to_given(images, clips) -> np.ndarray:
+    """(N,) image-to-video: the correlation of the motion-free digit crop of each clip's last frame with
+    that of the image it was given as frame 0 (:func:`coherence` of the pair: 1 when the digit is kept)."""
+    given = prepare_clips(np.asarray(images)[:, None], num_frames=None)  # (N, 1, 1, 64, 64) in [0, 1], any size in
+    last = prepare_clips(np.asarray(clips)[:, -1:], num_frames=None)
+    return coherence(torch.cat([given, last], dim=2).squeeze(1).numpy())["per_clip_last"]
 
 
 def sharpness(clips) -> np.ndarray:
@@ -311,9 +328,10 @@ def evaluate_clips(
 
 
 
-Generator = Callable[[list[str], float, int], np.ndarray | tuple[np.ndarray, float]]
-"""generate(prompts, fps, seed) -> clips (B, F, H, W, C) in [0, 1] or uint8, or (clips, their frame
-rate) when it differs from the requested one (a cascade that interpolates)."""
+Generator = Callable[..., np.ndarray | tuple[np.ndarray, float]]
+"""generate(prompts, fps, seed[, images]) -> clips (B, F, H, W, C) in [0, 1] or uint8, or (clips, their
+frame rate) when it differs from the requested one (a cascade that interpolates). ``images`` (B, H, W, 3)
+uint8, when given: each clip's first frame (image-to-video)."""
 
 
 def evaluation_jobs(
@@ -357,19 +375,31 @@ def evaluate_generator(
     progress: bool = True,
     bounce: bool = False,
     zoom: bool = False,
+    first_frames: Generator | None = None,
 ) -> dict:
     """Generate every job's clip (batched by fps and seed) and score them with :func:`evaluate_clips`
-    (``bounce``: as clips of bouncing digits; ``zoom``: of the camera zooming in)."""
+    (``bounce``: as clips of bouncing digits; ``zoom``: of the camera zooming in). ``first_frames``:
+    image-to-video: each job's clip starts from the first frame of the clip this generator makes for it
+    (real held-out clips, :func:`real_clip_generator`), given to ``generate`` as ``images``; the result
+    adds ``coherence_to_given`` (:func:`coherence_to_given`), overall and per fps."""
     groups: dict[tuple[float, int], list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault((job["fps"], job["seed"]), []).append(i)
     clips: list[np.ndarray | None] = [None] * len(jobs)
+    given: list[np.ndarray | None] = [None] * len(jobs)
     clip_fps = [job["fps"] for job in jobs]
     bar = tqdm(total=len(jobs), desc="generating", disable=not progress)
     for (fps, seed), members in groups.items():
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
-            out = generate([jobs[i]["prompt"] for i in chunk], fps, seed * 100003 + start)
+            prompts, batch_seed = [jobs[i]["prompt"] for i in chunk], seed * 100003 + start
+            if first_frames is None:
+                out = generate(prompts, fps, batch_seed)
+            else:
+                images = _uint8(np.asarray(first_frames(prompts, fps, batch_seed))[:, 0])
+                out = generate(prompts, fps, batch_seed, images)
+                for i, image in zip(chunk, images):
+                    given[i] = image
             out, out_fps = out if isinstance(out, tuple) else (out, fps)
             for i, clip in zip(chunk, np.asarray(out)):
                 clips[i], clip_fps[i] = clip, out_fps
@@ -378,6 +408,11 @@ def evaluate_generator(
     clips, digits, directions = np.stack(clips), [j["digit"] for j in jobs], [j["direction"] for j in jobs]
     classifier = classifier or load_classifier()
     result = evaluate_clips(clips, digits, directions, clip_fps, classifier=classifier, bounce=bounce, zoom=zoom)
+    if first_frames is not None:
+        to_given = coherence_to_given(np.stack(given), clips)
+        result["coherence_to_given"] = float(to_given.mean())
+        for key, metrics in result["per_fps"].items():
+            metrics["coherence_to_given"] = float(to_given[np.asarray([j["fps"] for j in jobs]) == float(key)].mean())
     factors = {round(out / job["fps"]) for out, job in zip(clip_fps, jobs)}
     if len(factors) == 1 and (factor := factors.pop()) > 1:
         # interpolated clips: the classifier's 16 frames, taken uniformly from (16 - 1) * k + 1 frames, are
@@ -400,7 +435,6 @@ def coherence_references(jobs: list[dict], vae=None, decoders=("image",), batch_
     overall and per fps. `bounce`: real clips of bouncing digits (True; under the name "real_bouncing":
     e.g. for clips too long for a digit moving in a straight line to stay on the canvas), or as the
     prompts say (None)."""
-    import torch
 
     from ..vae import decode_latents_video, encode_video
 
@@ -476,9 +510,10 @@ def cascade_generator(cascade, num_inference_steps: int = 25, guidance_scale: fl
     `num_frames` keyframes (default: the model's); `stages` go to its call (interpolate, decoder,
     upscale, ...). Returns (clips, output fps)."""
 
-    def generate(prompts: list[str], fps: float, seed: int):
+    def generate(prompts: list[str], fps: float, seed: int, images=None):
         outs = [cascade(p, fps=fps, seed=seed + i, num_inference_steps=num_inference_steps,
-                        guidance_scale=guidance_scale, num_frames=num_frames, **stages)
+                        guidance_scale=guidance_scale, num_frames=num_frames,
+                        image=None if images is None else images[i], **stages)
                 for i, p in enumerate(prompts)]
         return np.stack([o.frames for o in outs]), outs[0].fps
 
@@ -491,11 +526,14 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
                        num_frames: int | None = None) -> Generator:
     """A :data:`Generator` from a :class:`magicvideo.MagicVideoPipeline`: clips of `num_frames` frames
     (default: 16, or the model's frame count if it makes fewer)."""
-    import torch
 
     num_frames = num_frames or min(16, pipe.unet.config.num_frames)
 
-    def generate(prompts: list[str], fps: float, seed: int) -> np.ndarray:
+    def generate(prompts: list[str], fps: float, seed: int, images=None) -> np.ndarray:
+        given = None
+        if images is not None:  # each clip's first frame, encoded as `image=` encodes one
+            height, width = pipe.frame_size(None, None)
+            given = torch.cat([pipe.encode_image(image, height, width) for image in images])
         out = pipe(
             prompts,
             num_frames=num_frames,
@@ -508,6 +546,7 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
             chunk_size=chunk_size,
             frame_lag=frame_lag,
             context_timestep=context_timestep,
+            context_latents=given,
         )
         return out.frames
 
