@@ -87,3 +87,14 @@ def test_causal_sampling_benchmark_counts_the_calls_of_every_sampler():
     calls = {name: int(line.split("s ")[1].split()[0]) for name, line in rows.items()}
     assert calls == {"chunk 16": 2, "chunk 4": 8, "chunk 4 lag 1": 2 + 3}  # steps; x chunks; steps + lag x 3
     assert "1.00x the first" in rows["chunk 16"]
+
+
+def test_latent_grid_benchmark_times_both_grids(tmp_path):
+    """benchmarks/latent_grid.py on configs/tiny.yaml's U-Net: both grids timed, the baseline's ratios 1."""
+    root = Path(__file__).resolve().parents[1]
+    out = run(BENCHMARKS / "latent_grid.py", "--config", str(root / "configs" / "tiny.yaml"), "--grids", "4", "8",
+              "--repeats", "1", "--threads", "1")
+    report = json.loads(out)
+    grids = report["grids"]
+    assert set(grids) == {"4x4", "8x8"} and grids["4x4"]["train_step_ratio"] == grids["4x4"]["sample_call_ratio"] == 1
+    assert all(g["train_step_s"] > 0 and g["sample_call_s"] > 0 for g in grids.values())
