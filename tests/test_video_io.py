@@ -91,7 +91,10 @@ def test_an_interrupted_write_leaves_the_existing_file_untouched(tmp_path):
     code = ("import sys, numpy as np; from magicvideo.video_io import write_video; "
             "write_video(sys.argv[1], np.random.default_rng(0).integers(0, 256, (2000, 128, 128, 3), dtype=np.uint8))")
     for sig in (signal.SIGINT, signal.SIGKILL):
-        process = subprocess.Popen([sys.executable, "-c", code, str(out)], stderr=subprocess.PIPE, text=True)
+        # SIGINT at its default (a shell's background job starts with it ignored, and Python then never
+        # raises KeyboardInterrupt)
+        process = subprocess.Popen([sys.executable, "-c", code, str(out)], stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         while not [p for p in tmp_path.iterdir() if p.suffix == ".tmp" and p.stat().st_size > 0]:
             assert process.poll() is None, process.communicate()[1][-2000:]
             time.sleep(0.01)
