@@ -53,6 +53,7 @@ from magicvideo.digits.data import (
     render,
     sample_digit_clip,
 )
+from magicvideo.video_io import to_uint8
 
 _UNITS = np.array([DIRECTIONS[name] for name in DIRECTION_NAMES])
 DIRECTION_FRAMES = 4  # a bouncing clip's direction: the motion of its first 4 frames
@@ -114,11 +115,9 @@ def digit_crops(clips, size: int = 32) -> np.ndarray:
     return crops
 
 
-def _uint8(frames) -> np.ndarray:
+def _uint8_rgb(frames) -> np.ndarray:
     """Frames in [0, 1] or uint8 -> uint8 RGB (..., H, W, 3), as an image file holds them."""
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8:
-        frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+    frames = to_uint8(frames)
     return np.repeat(frames[..., None], 3, -1) if frames.shape[-1] not in (1, 3) else frames
 
 
@@ -396,7 +395,7 @@ def evaluate_generator(
             if first_frames is None:
                 out = generate(prompts, fps, batch_seed)
             else:
-                images = _uint8(np.asarray(first_frames(prompts, fps, batch_seed))[:, 0])
+                images = _uint8_rgb(np.asarray(first_frames(prompts, fps, batch_seed))[:, 0])
                 out = generate(prompts, fps, batch_seed, images)
                 for i, image in zip(chunk, images):
                     given[i] = image
@@ -409,10 +408,10 @@ def evaluate_generator(
     classifier = classifier or load_classifier()
     result = evaluate_clips(clips, digits, directions, clip_fps, classifier=classifier, bounce=bounce, zoom=zoom)
     if first_frames is not None:
-        to_given = coherence_to_given(np.stack(given), clips)
+        to_given, job_fps = coherence_to_given(np.stack(given), clips), np.asarray([j["fps"] for j in jobs])
         result["coherence_to_given"] = float(to_given.mean())
         for key, metrics in result["per_fps"].items():
-            metrics["coherence_to_given"] = float(to_given[np.asarray([j["fps"] for j in jobs]) == float(key)].mean())
+            metrics["coherence_to_given"] = float(to_given[job_fps == float(key)].mean())
     factors = {round(out / job["fps"]) for out, job in zip(clip_fps, jobs)}
     if len(factors) == 1 and (factor := factors.pop()) > 1:
         # interpolated clips: the classifier's 16 frames, taken uniformly from (16 - 1) * k + 1 frames, are
