@@ -101,6 +101,9 @@ def main() -> None:
                         help="frame rate of every set (default: 8, the keyframe model's default)")
     parser.add_argument("--frames", type=int, default=16,
                         help="frames per clip (default: 16; a cascade interpolating x3 from 16 keyframes: 46)")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="causal sampling of the keyframes in chunks of this many frames (default: each model's "
+                             "saved default); each chunk size makes its own set, OUT/model-...-chunkC")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -126,17 +129,20 @@ def main() -> None:
                                                             stages=("keyframes", "interpolation"))
         stages = [stage for stage in (cascade.keyframes, cascade.interpolation) if stage is not None]
         keyframe_fps = fps / (cascade.interpolation_factor or 1)
-        folder = out / ("model-" + "-".join(model.resolve().parts[-2:]))  # runs/x/final -> model-x-final
+        folder = out / ("model-" + "-".join(model.resolve().parts[-2:])  # runs/x/final -> model-x-final
+                        + ("" if args.chunk_size is None else f"-chunk{args.chunk_size}"))
         clear_if_stale(folder, " ".join(map(pipeline_fingerprint, stages))
-                       + f" steps={args.steps} guidance={args.guidance} fps={keyframe_fps:g}")
+                       + f" steps={args.steps} guidance={args.guidance} fps={keyframe_fps:g}"
+                       + ("" if args.chunk_size is None else f" chunk_size={args.chunk_size}"))
         jobs = plan_clips(captions, folder, seed=0)
         for job, written in generate_clips(cascade, jobs, fps=keyframe_fps, skip_existing=True,
-                                           num_inference_steps=args.steps, guidance_scale=args.guidance):
+                                           num_inference_steps=args.steps, guidance_scale=args.guidance,
+                                           chunk_size=args.chunk_size):
             if written is not None and written.frames != args.frames:
                 job.path.unlink()
                 raise SystemExit(f"{model} makes clips of {written.frames} frames, not --frames {args.frames}")
         write_manifest(folder / "captions.csv", job_records(jobs, fps))
-        sets[f"model {model}"] = folder.name
+        sets[f"model {model}" + ("" if args.chunk_size is None else f", chunk {args.chunk_size}")] = folder.name
     sets.update({"real-b, frames shuffled": "shuffled", "VAE-decoded noise (ceiling)": "noise"})
 
     i3d = I3D.from_pretrained()
@@ -147,7 +153,7 @@ def main() -> None:
     }
     results = {label: fvd_from_features(features["real-a"], features[name]) for label, name in sets.items()}
     report = {"models": [str(m) for m in args.models], "clips_per_set": n, "fps": fps, "frames": args.frames,
-              "steps": args.steps,
+              "steps": args.steps, "chunk_size": args.chunk_size,
               "guidance": args.guidance, "fvd_vs_real_a": results}
     (out / "fvd.json").write_text(json.dumps(report, indent=2))
     print(f"FVD against {n} real held-out clips (real-a), {n} clips a set, {args.frames} frames at {fps:g} fps:\n")
