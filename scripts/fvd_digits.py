@@ -110,6 +110,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     n, out, fps = args.clips, args.out, args.fps
+    chunk = "" if args.chunk_size is None else f"-chunk{args.chunk_size}"  # each chunk size its own set
     stride = int(NATIVE_FPS / fps)
     real_a = real_clips(n, split="test", stride=stride, seed=1, num_frames=args.frames)
     real_b = real_clips(n, split="test", stride=stride, seed=2, num_frames=args.frames)
@@ -129,11 +130,9 @@ def main() -> None:
                                                             stages=("keyframes", "interpolation"))
         stages = [stage for stage in (cascade.keyframes, cascade.interpolation) if stage is not None]
         keyframe_fps = fps / (cascade.interpolation_factor or 1)
-        folder = out / ("model-" + "-".join(model.resolve().parts[-2:])  # runs/x/final -> model-x-final
-                        + ("" if args.chunk_size is None else f"-chunk{args.chunk_size}"))
+        folder = out / ("model-" + "-".join(model.resolve().parts[-2:]) + chunk)  # runs/x/final -> model-x-final
         clear_if_stale(folder, " ".join(map(pipeline_fingerprint, stages))
-                       + f" steps={args.steps} guidance={args.guidance} fps={keyframe_fps:g}"
-                       + ("" if args.chunk_size is None else f" chunk_size={args.chunk_size}"))
+                       + f" steps={args.steps} guidance={args.guidance} fps={keyframe_fps:g}" + chunk)
         jobs = plan_clips(captions, folder, seed=0)
         for job, written in generate_clips(cascade, jobs, fps=keyframe_fps, skip_existing=True,
                                            num_inference_steps=args.steps, guidance_scale=args.guidance,
@@ -142,7 +141,7 @@ def main() -> None:
                 job.path.unlink()
                 raise SystemExit(f"{model} makes clips of {written.frames} frames, not --frames {args.frames}")
         write_manifest(folder / "captions.csv", job_records(jobs, fps))
-        sets[f"model {model}" + ("" if args.chunk_size is None else f", chunk {args.chunk_size}")] = folder.name
+        sets[f"model {model}{chunk}"] = folder.name
     sets.update({"real-b, frames shuffled": "shuffled", "VAE-decoded noise (ceiling)": "noise"})
 
     i3d = I3D.from_pretrained()

@@ -15,25 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
-from magicvideo.digits.evaluate import evaluate_generator, evaluation_jobs, real_clip_generator
-from magicvideo.vae import decode_latents_video, encode_video, load_vae
+from magicvideo.digits.evaluate import evaluate_generator, evaluation_jobs, real_clip_generator, round_trip_generator
+from magicvideo.vae import load_vae
 
 KEYS = ("coherence_first_last", "coherence_consecutive", "flicker", "sharpness", "digit_accuracy")
-
-
-def round_trip(vae):
-    real = real_clip_generator()
-
-    def generate(prompts, fps, seed):
-        clips = torch.as_tensor(real(prompts, fps, seed)).float()  # (B, F, H, W, 3) in [0, 1]
-        video = clips.permute(0, 4, 1, 2, 3) * 2 - 1
-        with torch.no_grad():
-            out = decode_latents_video(vae, encode_video(vae, video), 16, decoder="image")
-        return ((out.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).numpy()
-
-    return generate
 
 
 def main(argv=None) -> dict:
@@ -42,14 +27,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--jobs", type=int, default=80, help="canonical eval-digits jobs, a fixed subset (0: all 240)")
     args = parser.parse_args(argv)
     jobs = evaluation_jobs(limit=args.jobs or None)
-    rows = {"real clips": real_clip_generator()} | {path: round_trip(load_vae(path).eval()) for path in args.vae}
+    real, vaes = real_clip_generator(), {path: load_vae(path).eval() for path in args.vae}
+    rows = {"real clips": real} | {path: round_trip_generator(vae, real) for path, vae in vaes.items()}
     table = {}
     for name, generate in rows.items():
         metrics = evaluate_generator(generate, jobs, progress=False)
         table[name] = {key: round(metrics[key], 4) for key in KEYS}
-        if name in args.vae:
-            vae = load_vae(name)
-            table[name]["latent_grid"] = 64 // 2 ** (len(vae.config.block_out_channels) - 1)
+        if name in vaes:
+            table[name]["latent_grid"] = 64 // 2 ** (len(vaes[name].config.block_out_channels) - 1)
         print(name, json.dumps(table[name]), flush=True)
     print(json.dumps({"jobs": len(jobs), "table": table}, indent=1))
     return table

@@ -427,6 +427,22 @@ def evaluate_generator(
     return result
 
 
+def round_trip_generator(vae, real: Generator, decoder: str = "image") -> Generator:
+    """`real`'s clips after a round trip through `vae`: encoded, then decoded by `decoder` ("image": frame by
+    frame; "video": the VideoVAE); what a keyframe model in that latent space can reach at best."""
+
+    from ..vae import decode_latents_video, encode_video
+
+    def generate(prompts, fps, seed):
+        clips = torch.as_tensor(real(prompts, fps, seed)).float()  # floats in [0, 1]
+        video = clips.permute(0, 4, 1, 2, 3) * 2 - 1  # (B, 3, F, H, W)
+        with torch.no_grad():
+            out = decode_latents_video(vae, encode_video(vae, video), 16, decoder=decoder)
+        return ((out.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).cpu().numpy()
+
+    return generate
+
+
 def coherence_references(jobs: list[dict], vae=None, decoders=("image",), batch_size: int = 8,
                          num_frames: int = 16, bounce: bool | None = None) -> dict:
     """The coherence and flicker of real held-out clips of `num_frames` frames for the same jobs (the
@@ -435,21 +451,9 @@ def coherence_references(jobs: list[dict], vae=None, decoders=("image",), batch_
     e.g. for clips too long for a digit moving in a straight line to stay on the canvas), or as the
     prompts say (None)."""
 
-    from ..vae import decode_latents_video, encode_video
-
     real = real_clip_generator(num_frames=num_frames, bounce=bounce)
-
-    def round_trip(decoder):
-        def generate(prompts, fps, seed):
-            clips = torch.as_tensor(real(prompts, fps, seed)).float()  # floats in [0, 1]
-            video = clips.permute(0, 4, 1, 2, 3) * 2 - 1  # (B, 3, F, H, W)
-            with torch.no_grad():
-                out = decode_latents_video(vae, encode_video(vae, video), 16, decoder=decoder)
-            return ((out.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).cpu().numpy()
-        return generate
-
     sources = {"real_bouncing" if bounce else "real": real} | (
-        {} if vae is None else {f"vae_round_trip_{d}": round_trip(d) for d in decoders})
+        {} if vae is None else {f"vae_round_trip_{d}": round_trip_generator(vae, real, d) for d in decoders})
     keys = ("coherence_first_last", "coherence_consecutive", "flicker")
     out = {}
     for name, generate in sources.items():
