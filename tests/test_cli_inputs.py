@@ -106,6 +106,7 @@ WITHOUT_OUTPUT = [
     ("generate --prompts-file {f}/prompts.txt --out {f}/x.mp4", ("--out: not used with --prompts-file",)),
     ("digits eval --videos {f} --steps 3", ("--steps: not used with --videos",)),
     ("eval-digits --videos {f} --fps 8", ("--fps: not used with --videos",)),
+    ("eval-digits --real --lora {f}/zoom", ("--lora: not used with --real",)),
     ("digits eval --real --decoder image", ("--decoder: not used with --real",)),
     ("digits eval --model {f}/image-vae-model --decoder video --limit 1", ("--decoder video: this model's VAE has no",)),
     (f"digits eval --model {{f}}/image-vae-model --device {NO_DEVICE}", ("--device:", "available here: cpu")),

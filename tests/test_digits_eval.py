@@ -160,6 +160,33 @@ def test_eval_command_runs_a_saved_pipeline(tiny_pipeline_dir, capsys):
     assert np.isfinite(m["displacement"]) and np.isfinite(m["displacement_rel_error"])
 
 
+def test_eval_command_scores_a_lora(tiny_pipeline_dir, tmp_path, capsys):
+    """--lora PATH:0 scores exactly what the base model scores; at scale 1 a LoRA with non-zero weights changes
+    the clips, and the report names it."""
+    import torch
+
+    from magicvideo.cli import main
+    from magicvideo.lora import add_lora, lora_config, save_lora
+    from magicvideo.pipelines.keyframes import load_pipeline
+
+    unet = load_pipeline(tiny_pipeline_dir).unet
+    add_lora(unet, lora_config(unet, 2, 2.0, ["attention"]))
+    with torch.no_grad():
+        for name, weight in unet.named_parameters():
+            if "lora_" in name:
+                weight.copy_(torch.randn_like(weight, generator=torch.Generator().manual_seed(len(name))))
+    save_lora(unet, tmp_path / "lora", base=None)
+
+    def scored(*extra):
+        args = ["digits", "eval", "--model", str(tiny_pipeline_dir), "--limit", "2", "--steps", "2", "--json", *extra]
+        assert main(args) == 0
+        return json.loads(capsys.readouterr().out)
+
+    base, off, on = scored(), scored("--lora", f"{tmp_path / 'lora'}:0"), scored("--lora", str(tmp_path / "lora"))
+    assert off.pop("loras") == {f"{tmp_path / 'lora'}:0": 0.0} and on.pop("loras") == {str(tmp_path / "lora"): 1.0}
+    assert off == base and on != base
+
+
 def test_blank_clips_count_as_not_moving(classifier):
     blank = np.zeros((2, 16, 64, 64), np.uint8)
     m = evaluate_clips(blank, [1, 2], ["up", "right"], [8, 24], classifier)

@@ -112,6 +112,9 @@ def add_eval_parser(subparsers, name: str) -> None:
                    "(see generate --help; default: the model's own)")
     e.add_argument("--frame-lag", type=int, help="causal sampling: steps each chunk runs behind the one before "
                    "(see generate --help; default: the model's own)")
+    e.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
+                   help="with --model: a LoRA of the keyframe U-Net at SCALE (default 1), as generate --lora; "
+                   "repeatable (docs/lora.md)")
     e.add_argument("--batch-size", type=int, help="clips generated at once (default: 8)")
     e.add_argument("--classifier", type=Path, help="classifier directory (default: the shipped one)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
@@ -183,7 +186,7 @@ def run_eval(args) -> int:
     )
 
     generation = ("steps", "guidance", "chunk_size", "frame_lag", "keyframes_only", "decoder", "upscale", "device",
-                  "image")
+                  "image", "lora")
     if args.videos is not None:
         refuse_unused(args, "not used with --videos, which scores the videos of its captions.csv",
                       "prompts", "fps", "seeds", "limit", "batch_size", "frames", *generation)
@@ -237,8 +240,11 @@ def run_eval(args) -> int:
             from magicvideo.devices import resolve_device
             from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
 
+            from magicvideo.lora import load_loras
+
             cascade = MagicVideoCascadePipeline.from_pretrained(args.model, resolve_device(args.device),
                                                                 progress_bar=False)
+            loras = load_loras(cascade.keyframes, args.lora or [])
             if args.decoder == "video" and not cascade.has_video_decoder:
                 raise UserError("--decoder video: this model's VAE has no temporal decoder (it is not a VideoVAE); "
                                 "use --decoder image or leave --decoder out")
@@ -260,6 +266,8 @@ def run_eval(args) -> int:
         if not args.real:
             chunk, lag = cascade.keyframes.sampling_plan(16, args.chunk_size, args.frame_lag)
             metrics["stages"] = {**stages, "chunk_size": chunk, "frame_lag": lag}
+            if loras:
+                metrics["loras"] = {spec: scale for spec, scale in zip(args.lora, loras.values())}
         metrics["references"] = coherence_references(
             jobs, None if args.real else cascade.keyframes.vae,
             ("image", "video") if not args.real and cascade.has_video_decoder else ("image",), num_frames=args.frames,
