@@ -7,8 +7,9 @@ side by side, a label per row.
         --prompt "the digit 2 moves to the right" --prompt "the digit 4 moves down" [--seed 0 1] [--fps 8]
 
 `--model [LABEL=]PATH` (repeat): a cascade folder or a keyframe pipeline folder; an empty PATH (or
-none given): the bundled cascade. Every model gets the same prompts (`--prompt`, repeat), seeds,
-fps and steps, so rows of one prompt and seed differ only by the model.
+none given): the bundled cascade; `--lora LABEL=PATH[:SCALE]` adds a LoRA to the model labelled
+LABEL. Every model gets the same prompts (`--prompt`, repeat), seeds, fps and steps, so rows of one
+prompt and seed differ only by the model.
 
 Cascade stages (default): for each model, prompt and seed, one row per stage the model has:
 keyframes (shown at their positions in the output clip when there is an interpolation stage; the
@@ -31,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from magicvideo.loading import BUNDLED_CASCADE
+from magicvideo.lora import load_loras
 from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
 
 PROMPT = "the digit 7 moves to the right"
@@ -74,6 +76,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", metavar="[LABEL=]PATH",
                         help="a cascade or keyframe pipeline folder (empty PATH: the bundled cascade); repeat")
+    parser.add_argument("--lora", action="append", default=[], metavar="LABEL=PATH[:SCALE]",
+                        help="a LoRA of the keyframe U-Net of the model labelled LABEL (as generate --lora); repeat")
     parser.add_argument("--prompt", action="append", help=f"repeat (default: {PROMPT!r})")
     parser.add_argument("--seed", type=int, nargs="+", default=[0])
     parser.add_argument("--fps", type=float, default=8, help="keyframe rate (default: 8)")
@@ -96,6 +100,11 @@ def main() -> None:
     stages = ("keyframes",) if args.keyframes_only else ("keyframes", "interpolation", "upscale")
     cascades = {label: MagicVideoCascadePipeline.from_pretrained(path, progress_bar=False, stages=stages)
                 for label, path in models}
+    for entry in args.lora:
+        label, _, spec = entry.partition("=")
+        if label not in cascades or not spec:
+            parser.error(f"--lora {entry!r}: expected LABEL=PATH[:SCALE] with LABEL one of {sorted(cascades)}")
+        load_loras(cascades[label].keyframes, [spec])
     lag = {} if args.frame_lag is None else {"frame_lag": args.frame_lag}
     varies = {"model": len(models) > 1, "prompt": len(prompts) > 1, "seed": len(args.seed) > 1,
               "chunk": len(args.chunk_size) > 1}
