@@ -9,7 +9,7 @@ import pytest
 
 from magicvideo.digits.data import (NATIVE_FPS, ZOOM_PHRASES, ZOOM_RATE, caption_zooms, digit_clips, parse_caption,
                                     parse_caption_bounces)
-from magicvideo.digits.evaluate import detects_zoom, digit_size, zoom_share
+from magicvideo.digits.evaluate import detects_zoom, digit_size, evaluate_clips, zoom_share
 
 pytest.importorskip("mlxtend")
 
@@ -43,3 +43,6 @@ def test_zoom_detector_on_real_clips():
     shares = np.concatenate([zoom_share(c["frames"], c["fps"]) for c in zoom])
     assert np.all(np.abs(shares - 1) < 0.2)  # the estimate is the data's zoom rate at every fps
     assert set(np.concatenate([c["fps"] for c in zoom])) == {NATIVE_FPS / s for s in (1, 2, 3)}
+    for clips, rate, detected_share in ((zoom[2], 1.0, 1.0), (straight[2], 0.0, 0.0)):  # as eval-digits --zoom reports
+        m = evaluate_clips(clips["frames"], clips["digit"], clips["direction"], clips["fps"], zoom=True)
+        assert abs(m["zoom_rate"] - rate) < 0.1 and abs(m["zoom_detected"] - detected_share) <= 0.05, m

@@ -267,7 +267,8 @@ def evaluate_clips(
     """Metrics of clips (N, F, H, W[, C]) against their intended digit, direction (name or
     index into DIRECTION_NAMES) and fps; overall and under ``per_fps``. ``bounce``: clips of
     bouncing digits (see the module docstring). ``zoom``: clips the camera zooms in on, with
-    ``zoom_detected``, the share in which the digit grows so (:func:`detects_zoom`)."""
+    ``zoom_detected``, the share in which the digit grows so (:func:`detects_zoom`), and ``zoom_rate``, the
+    mean growth rate as a share of the data's (:func:`zoom_share`: about 1 for real zoom clips, 0 for none)."""
     classifier = classifier or load_classifier()
     digits = np.asarray(digits, np.int64)
     directions = _direction_indices(directions)
@@ -295,7 +296,8 @@ def evaluate_clips(
     flicker = clip_flicker(clips)
     sharp = sharpness(clips)
     if zoom:
-        zoomed = detects_zoom(clips, fps)
+        rate = np.nan_to_num(zoom_share(clips, fps), nan=0.0)  # a clip without a digit does not grow
+        zoomed = rate > ZOOM_THRESHOLD
 
     def summary(m: np.ndarray) -> dict:
         return {
@@ -312,7 +314,7 @@ def evaluate_clips(
             "sharpness": float(sharp[m].mean()),
             "whole": float(whole[m].mean()),
             "digit_accuracy_last16": float((last_digit[m] == digits[m]).mean()),
-        } | ({"zoom_detected": float(zoomed[m].mean())} if zoom else {}) | ({} if contacts is None else {
+        } | ({"zoom_detected": float(zoomed[m].mean()), "zoom_rate": float(rate[m].mean())} if zoom else {}) | ({} if contacts is None else {
             "wall_contacts": int(contacts[m].sum()),
             "bounce_pass_rate": float(bounces[m].sum() / contacts[m].sum()) if contacts[m].sum() else float("nan"),
         })
