@@ -238,9 +238,8 @@ def run_eval(args) -> int:
             generate = real_clip_generator(num_frames=args.frames)
         else:
             from magicvideo.devices import resolve_device
-            from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
-
             from magicvideo.lora import load_loras
+            from magicvideo.pipelines.cascade import MagicVideoCascadePipeline
 
             cascade = MagicVideoCascadePipeline.from_pretrained(args.model, resolve_device(args.device),
                                                                 progress_bar=False)
@@ -267,7 +266,7 @@ def run_eval(args) -> int:
             chunk, lag = cascade.keyframes.sampling_plan(16, args.chunk_size, args.frame_lag)
             metrics["stages"] = {**stages, "chunk_size": chunk, "frame_lag": lag}
             if loras:
-                metrics["loras"] = {spec: scale for spec, scale in zip(args.lora, loras.values())}
+                metrics["loras"] = dict(zip(args.lora, loras.values()))  # the specs as given, their scales
         metrics["references"] = coherence_references(
             jobs, None if args.real else cascade.keyframes.vae,
             ("image", "video") if not args.real and cascade.has_video_decoder else ("image",), num_frames=args.frames,

@@ -268,7 +268,7 @@ def evaluate_clips(
     index into DIRECTION_NAMES) and fps; overall and under ``per_fps``. ``bounce``: clips of
     bouncing digits (see the module docstring). ``zoom``: clips the camera zooms in on, with
     ``zoom_detected``, the share in which the digit grows so (:func:`detects_zoom`), and ``zoom_rate``, the
-    mean growth rate as a share of the data's (:func:`zoom_share`: about 1 for real zoom clips, 0 for none)."""
+    mean growth rate as a share of the data's (:func:`zoom_rate`: about 1 for real zoom clips, 0 for none)."""
     classifier = classifier or load_classifier()
     digits = np.asarray(digits, np.int64)
     directions = _direction_indices(directions)
@@ -296,8 +296,8 @@ def evaluate_clips(
     flicker = clip_flicker(clips)
     sharp = sharpness(clips)
     if zoom:
-        rate = np.nan_to_num(zoom_share(clips, fps), nan=0.0)  # a clip without a digit does not grow
-        zoomed = rate > ZOOM_THRESHOLD
+        rate = zoom_rate(clips, fps)
+        zoomed = rate > ZOOM_THRESHOLD  # detects_zoom, the rate computed once
 
     def summary(m: np.ndarray) -> dict:
         return {
@@ -314,7 +314,10 @@ def evaluate_clips(
             "sharpness": float(sharp[m].mean()),
             "whole": float(whole[m].mean()),
             "digit_accuracy_last16": float((last_digit[m] == digits[m]).mean()),
-        } | ({"zoom_detected": float(zoomed[m].mean()), "zoom_rate": float(rate[m].mean())} if zoom else {}) | ({} if contacts is None else {
+        } | ({} if not zoom else {
+            "zoom_detected": float(zoomed[m].mean()),
+            "zoom_rate": float(rate[m].mean()),
+        }) | ({} if contacts is None else {
             "wall_contacts": int(contacts[m].sum()),
             "bounce_pass_rate": float(bounces[m].sum() / contacts[m].sum()) if contacts[m].sum() else float("nan"),
         })
@@ -600,6 +603,11 @@ def zoom_share(clips, fps) -> np.ndarray:
     return shares
 
 
+def zoom_rate(clips, fps) -> np.ndarray:
+    """(N,) :func:`zoom_share` with 0 for a clip that has no digit to measure (it does not grow)."""
+    return np.nan_to_num(zoom_share(clips, fps), nan=0.0)
+
+
 def detects_zoom(clips, fps) -> np.ndarray:
     """(N,) bool: the digit grows as if the camera zoomed in (see the zoom check above)."""
-    return np.nan_to_num(zoom_share(clips, fps), nan=0.0) > ZOOM_THRESHOLD
+    return zoom_rate(clips, fps) > ZOOM_THRESHOLD
