@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,3 +72,13 @@ def tiny_pipeline_dir(tmp_path):
     path = tmp_path / "tiny-pipeline"
     make_tiny_pipeline().save_pretrained(path)
     return path
+
+
+def assert_modes_follow_umask(path) -> None:
+    """Every file under `path` (and at least one safetensors file) has the mode open() gives a new file here."""
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {str(f): f.stat().st_mode & 0o777 for f in Path(path).rglob("*") if f.is_file()} if Path(path).is_dir() \
+        else {str(path): Path(path).stat().st_mode & 0o777}
+    assert any(name.endswith(".safetensors") for name in modes)
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)

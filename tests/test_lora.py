@@ -17,7 +17,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import make_tiny_pipeline, randomize_
+from conftest import assert_modes_follow_umask, make_tiny_pipeline, randomize_
 from magicvideo.errors import InvalidArgumentError
 from magicvideo.lora import BASE_HASH_KEY, add_lora, base_hash, lora_config, save_lora
 from magicvideo.models.temporal_attention import DirectedTemporalAttention
@@ -108,6 +108,7 @@ def test_the_file_holds_exactly_what_was_trained_in_diffusers_format(trained):
     settings = json.loads(metadata["lora_adapter_metadata"])
     assert settings["unet.r"] == 2 and settings["unet.lora_alpha"] == 4.0
     assert metadata[BASE_HASH_KEY] == base_hash(base_pipeline().unet)
+    assert_modes_follow_umask(trained["path"])
 
 
 def test_load_scale_fuse_unfuse_unload(trained):

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_pipeline, randomize_
+from conftest import assert_modes_follow_umask, make_tiny_pipeline, randomize_
 
 from magicvideo import SCHEDULERS, MagicVideoPipeline
 from magicvideo.cli import main
@@ -60,6 +60,7 @@ def test_save_and_load_round_trip(tiny_pipeline, tmp_path):
     tiny_pipeline.save_pretrained(tmp_path)
     loaded = MagicVideoPipeline.from_pretrained(tmp_path)
     assert np.array_equal(run(tiny_pipeline), run(loaded))
+    assert_modes_follow_umask(tmp_path)  # as readable as any file this user writes (safetensors 0.8 makes 0600)
 
 
 @pytest.mark.parametrize(

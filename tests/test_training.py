@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_utils import tiny_config  # noqa: E402
+from conftest import assert_modes_follow_umask  # noqa: E402
 
 from magicvideo.training.config import ConfigError, config_from_dict  # noqa: E402
 from magicvideo.training.clips import VideoTooShort, sample_clip  # noqa: E402
@@ -133,6 +134,7 @@ def test_run_outputs_and_final_pipeline(setup):
 
     pipe = MagicVideoPipeline.from_pretrained(run / "final")
     assert pipe.unet.config.num_frames == 4
+    assert_modes_follow_umask(run)  # final model and checkpoints
 
 
 def test_two_processes_match_one_process_with_double_batch(setup):

@@ -11,6 +11,7 @@ of the pipelines.
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +26,20 @@ BUNDLED_SR_MODEL = BUNDLED_CASCADE / "digits-sr"
 
 # `dtype` names (the CLI's --dtype) and the torch dtypes they stand for
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def follow_umask(path: str | Path) -> Path:
+    """Give the files written under `path` (a folder or one file) the mode any new file of this process gets,
+    0666 less the umask, where they have 0600. safetensors 0.8 writes each file through a private temporary file
+    and keeps its mode 0600 whatever the umask (safetensors#782; diffusers and transformers need >= 0.8), so a
+    model saved by one user (a Docker image's root) could not be read by another. Every save of ours ends here."""
+    umask = os.umask(0)
+    os.umask(umask)
+    mode, path = 0o666 & ~umask, Path(path)
+    for file in [path] if path.is_file() else path.rglob("*"):
+        if file.is_file() and not file.is_symlink() and file.stat().st_mode & 0o777 == 0o600 != mode:
+            file.chmod(mode)
+    return path
 
 
 def read_index(folder: str | Path) -> dict:

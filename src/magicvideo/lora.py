@@ -41,6 +41,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .errors import InvalidArgumentError
+from .loading import follow_umask
 from .models.adaptor import FrameAdaptedConv2d, FrameAdaptor
 from .models.temporal_attention import DirectedTemporalAttention
 
@@ -279,7 +280,7 @@ def save_lora(unet: nn.Module, folder: str | Path, adapter_name: str = "default"
     save_file({f"{PREFIX}.{k}": v.detach().contiguous() for k, v in state.items()}, str(path),
               metadata={"format": "pt", LORA_ADAPTER_METADATA_KEY: json.dumps(metadata, sort_keys=True),
                         BASE_HASH_KEY: base or base_hash(unet)})
-    return path
+    return follow_umask(path)
 
 
 def lora_file(path: str | Path, argument: str) -> Path:

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from magicvideo.digits.classifier import DigitClassifier, classify, prepare_clips
 from magicvideo.digits.data import NATIVE_FPS, STRIDES, digit_clips
+from magicvideo.loading import follow_umask
 
 TEST_SEED = 1234
 
@@ -126,4 +127,5 @@ def train_classifier(
     out = Path(out)
     model.save_pretrained(str(out))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    follow_umask(out)
     return metrics

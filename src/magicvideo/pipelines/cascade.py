@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidArgumentError
-from ..loading import read_index
+from ..loading import follow_umask, read_index
 from ..vae import decode_latents_video, encode_video, is_video_vae
 from .frames import as_clips, decoded_to_output
 from .keyframes import load_pipeline
@@ -126,7 +126,7 @@ class MagicVideoCascadePipeline:
                 pipe.save_pretrained(root / stage)
             index[stage] = stage if pipe is not None else None
         (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        return root
+        return follow_umask(root)
 
     def to(self, device) -> "MagicVideoCascadePipeline":
         for pipe in (self.keyframes, self.interpolation, self.upscaler):

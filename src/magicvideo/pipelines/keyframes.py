@@ -27,7 +27,7 @@ from diffusers.video_processor import VideoProcessor
 from tqdm.auto import tqdm
 
 from ..errors import InvalidArgumentError
-from ..loading import BUNDLED_MODEL, load_folder, read_index
+from ..loading import BUNDLED_MODEL, follow_umask, load_folder, read_index
 from ..lora import LoraMixin
 from ..models.unet_3d import MagicVideoUNet3D
 from ..models.anchor import anchor_conditioning, is_anchor_unet
@@ -144,13 +144,14 @@ class MagicVideoPipeline(DiffusionPipeline, LoraMixin):
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def save_pretrained(self, save_directory, **kwargs):
-        if not is_packaged_text_encoder(self.text_encoder):
-            return super().save_pretrained(save_directory, **kwargs)
-        text_encoder, self.text_encoder = self.text_encoder, None
+        text_encoder = self.text_encoder
+        if is_packaged_text_encoder(text_encoder):
+            self.text_encoder = None  # the package holds it: the folder names none
         try:
-            return super().save_pretrained(save_directory, **kwargs)
+            super().save_pretrained(save_directory, **kwargs)
         finally:
             self.text_encoder = text_encoder
+        follow_umask(save_directory)
 
     def set_scheduler(self, name: str) -> None:
         """Swap in one of `SCHEDULERS` by name, keeping the noise schedule of the current one."""

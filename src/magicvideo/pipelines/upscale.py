@@ -30,7 +30,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from ..errors import InvalidArgumentError
-from ..loading import BUNDLED_SR_MODEL, load_folder, pipeline_folder
+from ..loading import BUNDLED_SR_MODEL, follow_umask, load_folder, pipeline_folder
 from ..models.super_resolution import SuperResolutionUNet, augment, upsample
 from ..sampling import denoise
 from .frames import as_clips, check_output_type, to_output
@@ -71,6 +71,10 @@ class MagicVideoUpscalePipeline(DiffusionPipeline):
     @property
     def scale(self) -> int:
         return int(self.unet.config.scale)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        super().save_pretrained(save_directory, **kwargs)
+        follow_umask(save_directory)
 
     def check_inputs(self, frames: torch.Tensor, scale, num_inference_steps, noise_level, output_type, batch_size):
         if scale is not None and scale != self.scale:

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..loading import follow_umask
 from ..text import encode_prompts
 from ..vae import encode_video
 from ..video_io import read_video
@@ -79,6 +80,7 @@ def build_cache(records, cache_dir: str | Path, clip: ClipSpec, vae, tokenizer, 
     index = {"version": 1, "resolution": clip.resolution, "scaling_factor": vae.config.scaling_factor,
              "dtype": str(dtype).removeprefix("torch."), "videos": entries, "skipped": skipped}
     (cache_dir / INDEX).write_text(json.dumps(index, indent=1), encoding="utf-8")
+    follow_umask(cache_dir)
     return index
 
 

@@ -19,6 +19,8 @@ import re
 import shutil
 from pathlib import Path
 
+from ..loading import follow_umask
+
 STATE = "trainer_state.json"
 MANIFEST = "checksums.json"
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -111,6 +113,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        follow_umask(tmp)
         _write_manifest(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import STATE, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, save_config
+from ..loading import follow_umask
 from ..manifest import ManifestColumns, read_manifest
 from .data import ClipSpec, StreamSampler, VideoClipDataset, WebDatasetClips, collate, expand_shards
 from .metrics import MetricsLog
@@ -239,6 +240,7 @@ class Trainer:
                 save_lora(whole, folder, base=self.lora_base)
             else:
                 self.task.save_final(whole, folder)
+            follow_umask(folder)
         self.accelerator.wait_for_everyone()
 
     def samples(self, model, ema, step: int) -> None:
