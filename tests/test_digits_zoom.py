@@ -46,3 +46,30 @@ def test_zoom_detector_on_real_clips():
     for clips, rate, detected_share in ((zoom[2], 1.0, 1.0), (straight[2], 0.0, 0.0)):  # as eval-digits --zoom reports
         m = evaluate_clips(clips["frames"], clips["digit"], clips["direction"], clips["fps"], zoom=True)
         assert abs(m["zoom_rate"] - rate) < 0.1 and abs(m["zoom_detected"] - detected_share) <= 0.05, m
+
+
+def test_a_zoom_share_mixes_zoom_and_straight_clips_evenly(tmp_path, capsys):
+    """`digits data --zoom --zoom-share 0.5`: every other clip zooms (the zoom LoRA's data, docs/lora.md); the
+    others are the straight clips of the same seed's draws, with their usual captions; the spread takes no draw."""
+    import csv
+    import random
+
+    from magicvideo.cli import main
+    from magicvideo.digits.data import sample_digit_clip
+    from magicvideo.digits.writer import zooms
+
+    assert [sum(zooms(i, share) for i in range(n)) for share in (0.5, 0.3, 1.0, 0.0) for n in (7, 10)] == \
+        [3, 5, 2, 3, 7, 10, 0, 0]
+    assert main(["digits", "data", str(tmp_path), "--split", "test", "--clips", "4", "--seed", "3", "--zoom",
+                 "--zoom-share", "0.5"]) == 0
+    with open(tmp_path / "captions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [caption_zooms(row["caption"]) for row in rows] == [False, True, False, True]
+    rng = random.Random("test-3")
+    for i, row in enumerate(rows):
+        assert row["caption"] == sample_digit_clip(rng, "test", span=47, zoom=i % 2 == 1).caption
+    capsys.readouterr()
+    for bad, message in ((["--zoom", "--zoom-share", "1.5"], "--zoom-share must be in [0, 1]"),
+                         (["--zoom-share", "0.5"], "--zoom-share: the share of zoom clips needs --zoom")):
+        assert main(["digits", "data", str(tmp_path / "bad"), *bad]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()

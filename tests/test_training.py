@@ -161,6 +161,12 @@ def test_sigkill_then_resume_matches_uninterrupted_run(setup):
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert not (run / "final").exists(), "the run ended before it could be killed"
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    refused = magicvideo("train", str(config), "--output-dir", str(run))  # a new run into it, without --resume
+    message = refused.communicate(timeout=300)[0]
+    assert refused.returncode == 2 and "Traceback" not in message, message
+    assert f"{run} already holds a run (checkpoints up to step" in message and "pass --resume" in message
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == kept  # nothing changed
     output = finish(magicvideo("train", str(config), "--output-dir", str(run), "--resume"))
     assert "resumed from" in output
     assert_same_weights(unet_weights(run), unet_weights(tmp / "reference"), atol=0.0)

@@ -47,6 +47,10 @@ def register(subparsers) -> None:
     d.add_argument("--zoom", action="store_true", help="the camera zooms in: the digit also grows about its centre, "
                    "x1.25 over 48 frames at 24 fps (one digit a clip, not with --bounce); captions add a zoom phrase "
                    "(\"the digit 7 moves to the right zooming in\")")
+    d.add_argument("--zoom-share", type=float, default=1.0, metavar="P",
+                   help="with --zoom: the share of clips that zoom, evenly spread; the others are the usual "
+                   "straight clips with their usual captions (default: 1). A zoom LoRA trained on a mix learns the "
+                   "zoom from the caption, so that guidance amplifies it (docs/lora.md)")
     d.add_argument("--frames", type=int, help="frames per video (default: 48; 192 with --bounce, 8 s at 24 fps: "
                    "several bounces). Without --bounce a digit must stay on the canvas, which limits the length")
     d.set_defaults(func=run_data)
@@ -145,13 +149,18 @@ def run_data(args) -> int:
     if args.zoom and (args.bounce or args.two_digit_prob):
         raise UserError("--zoom: zoom clips have one digit moving in a straight line (not with --bounce or "
                         "--two-digit-prob)")
+    if not 0.0 <= args.zoom_share <= 1.0:
+        raise UserError(f"--zoom-share must be in [0, 1], got {args.zoom_share}")
+    if args.zoom_share != 1.0 and not args.zoom:
+        raise UserError("--zoom-share: the share of zoom clips needs --zoom")
     frames = args.frames if args.frames is not None else BOUNCE_FRAMES if args.bounce else NATIVE_FRAMES
     try:
         check_length(frames, args.fps, args.bounce, args.zoom)
     except ValueError as error:
         raise UserError(f"--frames: {error}") from None
     csv_path = write_dataset(args.out, args.split, args.clips, seed=args.seed, two_digit_prob=args.two_digit_prob, crf=args.crf,
-                             fps=tuple(args.fps), num_frames=frames, bounce=args.bounce, zoom=args.zoom)
+                             fps=tuple(args.fps), num_frames=frames, bounce=args.bounce, zoom=args.zoom,
+                             zoom_share=args.zoom_share)
     print(f"wrote {args.clips} clips and {csv_path}")
     return 0
 

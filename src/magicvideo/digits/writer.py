@@ -41,6 +41,12 @@ def check_length(num_frames: int, fps, bounce: bool, zoom: bool = False) -> None
                              f"the {CANVAS} px canvas: at most {longest} frames (bounce for longer clips)")
 
 
+def zooms(i: int, share: float) -> bool:
+    """Whether clip ``i`` of a dataset whose ``share`` of clips zoom is one of them: evenly spread, so that any
+    prefix of the clips holds the share (rounded), and no random draw is spent on it."""
+    return int((i + 1) * share) > int(i * share)
+
+
 def write_dataset(
     out: str | Path,
     split: str,
@@ -53,10 +59,12 @@ def write_dataset(
     num_frames: int = NATIVE_FRAMES,
     bounce: bool = False,
     zoom: bool = False,
+    zoom_share: float = 1.0,
 ) -> Path:
     """Write ``num_clips`` videos of ``num_frames`` frames (default NATIVE_FRAMES); returns the csv path.
     ``bounce``: the digits bounce off the canvas edges (``sample_digit_clip``), so clips may be long;
-    ``zoom``: the camera zooms in on the digit (one digit a clip).
+    ``zoom``: the camera zooms in on the digit (one digit a clip); with ``zoom_share`` < 1 only that share of
+    the clips, spread evenly (:func:`zooms`), the others go straight at constant size with their usual caption.
 
     ``fps``: the frame rates of the written videos, taken in turn (clip i is written at
     ``fps[i % len(fps)]``). The digits keep their physical speed (SPEED px per 1/24 s), so a
@@ -69,6 +77,8 @@ def write_dataset(
     """
     check_frame_rates(fps)
     check_length(num_frames, fps, bounce, zoom)
+    if not 0.0 <= zoom_share <= 1.0:
+        raise ValueError(f"the zoom share must be in [0, 1], got {zoom_share}")
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{split}-{seed}")
@@ -78,7 +88,7 @@ def write_dataset(
         rate = int(rate) if float(rate).is_integer() else float(rate)
         times = np.arange(num_frames) * (NATIVE_FPS / rate)  # in native (24 fps) frames
         spec = sample_digit_clip(rng, split, span=float(times[-1]), two_digit_prob=two_digit_prob, bounce=bounce,
-                                 zoom=zoom)
+                                 zoom=zoom and zooms(i, zoom_share))
         rel = f"videos/{split}_{i:06d}.mp4"
         frames = to_uint8(render(spec, times))
         write_video(out / rel, np.repeat(frames[..., None], 3, axis=-1), rate, crf=crf)

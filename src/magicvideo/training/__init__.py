@@ -7,8 +7,14 @@ from .config import Config, ConfigError, load_config
 
 def train(config: Config, resume: bool = False, export_to=None, checkpoint=None):
     """Run the task a config names (`diffusion`, `vae`, `video_vae`, `super_resolution`, `interpolation`); returns the `final/` folder.
-    With `export_to`, train nothing: write the model of `checkpoint` (default: the newest in the output dir) there."""
+    With `export_to`, train nothing: write the model of `checkpoint` (default: the newest in the output dir) there.
+    A new run (no `resume`) refuses an output dir that already holds a run's checkpoints or final model (ValueError):
+    it would mix its checkpoints with theirs and replace the final model."""
+    from .checkpoint import check_new_run
     from .trainer import Trainer
+
+    if not resume and not export_to:
+        check_new_run(config.output.output_dir)
 
     if config.task == "vae":
         from .vae_task import VAETask as task

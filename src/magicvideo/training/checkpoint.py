@@ -37,6 +37,18 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def check_new_run(output_dir: str | Path) -> None:
+    """ValueError if ``output_dir`` already holds a run (checkpoints or a final model) that a new run would
+    overwrite; the message says how to continue it or keep it."""
+    output_dir = Path(output_dir)
+    found = checkpoint_dirs(output_dir)
+    held = (f"checkpoints up to step {int(PATTERN.match(found[-1].name).group(1))}" if found else
+            "a final model" if (output_dir / "final").exists() else None)
+    if held:
+        raise ValueError(f"output.output_dir: {output_dir} already holds a run ({held}); pass --resume to continue "
+                         "it, or choose another folder (--output-dir); nothing was changed")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
