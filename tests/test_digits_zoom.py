@@ -68,8 +68,16 @@ def test_a_zoom_share_mixes_zoom_and_straight_clips_evenly(tmp_path, capsys):
     rng = random.Random("test-3")
     for i, row in enumerate(rows):
         assert row["caption"] == sample_digit_clip(rng, "test", span=47, zoom=i % 2 == 1).caption
+    # --uncaptioned-share: that share of the straight clips (evenly among them) gets the empty caption, no zoom clip
+    assert main(["digits", "data", str(tmp_path / "u"), "--split", "test", "--clips", "4", "--seed", "3", "--zoom",
+                 "--zoom-share", "0.5", "--uncaptioned-share", "0.5"]) == 0
+    with open(tmp_path / "u" / "captions.csv") as f:
+        uncaptioned = list(csv.DictReader(f))
+    assert [row["caption"] for row in uncaptioned] == [rows[0]["caption"], rows[1]["caption"], "", rows[3]["caption"]]
+    assert [row["digit"] for row in uncaptioned] == [row["digit"] for row in rows]
     capsys.readouterr()
     for bad, message in ((["--zoom", "--zoom-share", "1.5"], "--zoom-share must be in [0, 1]"),
+                         (["--zoom", "--uncaptioned-share", "-1"], "--uncaptioned-share must be in [0, 1]"),
                          (["--zoom-share", "0.5"], "--zoom-share: the share of zoom clips needs --zoom")):
         assert main(["digits", "data", str(tmp_path / "bad"), *bad]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -51,6 +51,10 @@ def register(subparsers) -> None:
                    help="with --zoom: the share of clips that zoom, evenly spread; the others are the usual "
                    "straight clips with their usual captions (default: 1). A zoom LoRA trained on a mix learns the "
                    "zoom from the caption, so that guidance amplifies it (docs/lora.md)")
+    d.add_argument("--uncaptioned-share", type=float, default=0.0, metavar="Q",
+                   help="the share of the straight clips written with an empty caption, evenly spread (default: 0): "
+                   "they train the unconditional prediction, as caption dropout does, but on straight clips only, "
+                   "so that a zoom LoRA leaves guidance's unconditional half as the base model's (docs/lora.md)")
     d.add_argument("--frames", type=int, help="frames per video (default: 48; 192 with --bounce, 8 s at 24 fps: "
                    "several bounces). Without --bounce a digit must stay on the canvas, which limits the length")
     d.set_defaults(func=run_data)
@@ -153,6 +157,8 @@ def run_data(args) -> int:
         raise UserError(f"--zoom-share must be in [0, 1], got {args.zoom_share}")
     if args.zoom_share != 1.0 and not args.zoom:
         raise UserError("--zoom-share: the share of zoom clips needs --zoom")
+    if not 0.0 <= args.uncaptioned_share <= 1.0:
+        raise UserError(f"--uncaptioned-share must be in [0, 1], got {args.uncaptioned_share}")
     frames = args.frames if args.frames is not None else BOUNCE_FRAMES if args.bounce else NATIVE_FRAMES
     try:
         check_length(frames, args.fps, args.bounce, args.zoom)
@@ -160,7 +166,7 @@ def run_data(args) -> int:
         raise UserError(f"--frames: {error}") from None
     csv_path = write_dataset(args.out, args.split, args.clips, seed=args.seed, two_digit_prob=args.two_digit_prob, crf=args.crf,
                              fps=tuple(args.fps), num_frames=frames, bounce=args.bounce, zoom=args.zoom,
-                             zoom_share=args.zoom_share)
+                             zoom_share=args.zoom_share, uncaptioned_share=args.uncaptioned_share)
     print(f"wrote {args.clips} clips and {csv_path}")
     return 0
 

@@ -60,11 +60,15 @@ def write_dataset(
     bounce: bool = False,
     zoom: bool = False,
     zoom_share: float = 1.0,
+    uncaptioned_share: float = 0.0,
 ) -> Path:
     """Write ``num_clips`` videos of ``num_frames`` frames (default NATIVE_FRAMES); returns the csv path.
     ``bounce``: the digits bounce off the canvas edges (``sample_digit_clip``), so clips may be long;
     ``zoom``: the camera zooms in on the digit (one digit a clip); with ``zoom_share`` < 1 only that share of
     the clips, spread evenly (:func:`zooms`), the others go straight at constant size with their usual caption.
+``uncaptioned_share``: that share of the straight clips (spread evenly among them) gets an empty caption, the
+unconditional one: caption dropout that spares the zoom clips, so that a LoRA trained on the data leaves the
+unconditional prediction on straight clips, as the base model was trained.
 
     ``fps``: the frame rates of the written videos, taken in turn (clip i is written at
     ``fps[i % len(fps)]``). The digits keep their physical speed (SPEED px per 1/24 s), so a
@@ -79,6 +83,8 @@ def write_dataset(
     check_length(num_frames, fps, bounce, zoom)
     if not 0.0 <= zoom_share <= 1.0:
         raise ValueError(f"the zoom share must be in [0, 1], got {zoom_share}")
+    if not 0.0 <= uncaptioned_share <= 1.0:
+        raise ValueError(f"the uncaptioned share must be in [0, 1], got {uncaptioned_share}")
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{split}-{seed}")
@@ -87,12 +93,15 @@ def write_dataset(
         rate = fps[i % len(fps)]
         rate = int(rate) if float(rate).is_integer() else float(rate)
         times = np.arange(num_frames) * (NATIVE_FPS / rate)  # in native (24 fps) frames
+        zooming = zoom and zooms(i, zoom_share)
         spec = sample_digit_clip(rng, split, span=float(times[-1]), two_digit_prob=two_digit_prob, bounce=bounce,
-                                 zoom=zoom and zooms(i, zoom_share))
+                                 zoom=zooming)
+        straight = i - int(i * zoom_share) if zoom else i  # this clip's index among the straight ones
+        caption = "" if not zooming and zooms(straight, uncaptioned_share) else spec.caption
         rel = f"videos/{split}_{i:06d}.mp4"
         frames = to_uint8(render(spec, times))
         write_video(out / rel, np.repeat(frames[..., None], 3, axis=-1), rate, crf=crf)
-        rows.append(VideoRecord(rel, spec.caption, rate, {
+        rows.append(VideoRecord(rel, caption, rate, {
             "digit": "+".join(str(s.digit) for s in spec.sprites),
             "direction": "+".join(s.direction for s in spec.sprites),
             "source": "+".join(str(s.source) for s in spec.sprites),
