@@ -66,9 +66,9 @@ def write_dataset(
     ``bounce``: the digits bounce off the canvas edges (``sample_digit_clip``), so clips may be long;
     ``zoom``: the camera zooms in on the digit (one digit a clip); with ``zoom_share`` < 1 only that share of
     the clips, spread evenly (:func:`zooms`), the others go straight at constant size with their usual caption.
-``uncaptioned_share``: that share of the straight clips (spread evenly among them) gets an empty caption, the
-unconditional one: caption dropout that spares the zoom clips, so that a LoRA trained on the data leaves the
-unconditional prediction on straight clips, as the base model was trained.
+    ``uncaptioned_share``: that share of the straight clips (spread evenly among them) gets the empty caption, the
+    unconditional one: caption dropout that spares the zoom clips, so that a LoRA trained on the data learns the
+    unconditional prediction on straight clips only, as the base model did.
 
     ``fps``: the frame rates of the written videos, taken in turn (clip i is written at
     ``fps[i % len(fps)]``). The digits keep their physical speed (SPEED px per 1/24 s), so a
