@@ -56,9 +56,9 @@ def test_a_zoom_share_mixes_zoom_and_straight_clips_evenly(tmp_path, capsys):
 
     from magicvideo.cli import main
     from magicvideo.digits.data import sample_digit_clip
-    from magicvideo.digits.writer import zooms
+    from magicvideo.digits.writer import evenly_chosen
 
-    assert [sum(zooms(i, share) for i in range(n)) for share in (0.5, 0.3, 1.0, 0.0) for n in (7, 10)] == \
+    assert [sum(evenly_chosen(i, share) for i in range(n)) for share in (0.5, 0.3, 1.0, 0.0) for n in (7, 10)] == \
         [3, 5, 2, 3, 7, 10, 0, 0]
     assert main(["digits", "data", str(tmp_path), "--split", "test", "--clips", "4", "--seed", "3", "--zoom",
                  "--zoom-share", "0.5"]) == 0

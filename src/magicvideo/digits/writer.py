@@ -41,9 +41,10 @@ def check_length(num_frames: int, fps, bounce: bool, zoom: bool = False) -> None
                              f"the {CANVAS} px canvas: at most {longest} frames (bounce for longer clips)")
 
 
-def zooms(i: int, share: float) -> bool:
-    """Whether clip ``i`` of a dataset whose ``share`` of clips zoom is one of them: evenly spread, so that any
-    prefix of the clips holds the share (rounded), and no random draw is spent on it."""
+def evenly_chosen(i: int, share: float) -> bool:
+    """Whether item ``i`` is one of a ``share`` of the items chosen evenly spread (the zoom clips of a mix, the
+    uncaptioned ones among its straight clips): ``int(i * share)`` of the items before ``i`` are chosen, so any
+    prefix holds the share (rounded), and no random draw is spent on it."""
     return int((i + 1) * share) > int(i * share)
 
 
@@ -65,7 +66,7 @@ def write_dataset(
     """Write ``num_clips`` videos of ``num_frames`` frames (default NATIVE_FRAMES); returns the csv path.
     ``bounce``: the digits bounce off the canvas edges (``sample_digit_clip``), so clips may be long;
     ``zoom``: the camera zooms in on the digit (one digit a clip); with ``zoom_share`` < 1 only that share of
-    the clips, spread evenly (:func:`zooms`), the others go straight at constant size with their usual caption.
+    the clips, spread evenly (:func:`evenly_chosen`), the others go straight at constant size with their usual caption.
     ``uncaptioned_share``: that share of the straight clips (spread evenly among them) gets the empty caption, the
     unconditional one: caption dropout that spares the zoom clips, so that a LoRA trained on the data learns the
     unconditional prediction on straight clips only, as the base model did.
@@ -93,11 +94,11 @@ def write_dataset(
         rate = fps[i % len(fps)]
         rate = int(rate) if float(rate).is_integer() else float(rate)
         times = np.arange(num_frames) * (NATIVE_FPS / rate)  # in native (24 fps) frames
-        zooming = zoom and zooms(i, zoom_share)
+        zooming = zoom and evenly_chosen(i, zoom_share)
         spec = sample_digit_clip(rng, split, span=float(times[-1]), two_digit_prob=two_digit_prob, bounce=bounce,
                                  zoom=zooming)
         straight = i - int(i * zoom_share) if zoom else i  # this clip's index among the straight ones
-        caption = "" if not zooming and zooms(straight, uncaptioned_share) else spec.caption
+        caption = "" if not zooming and evenly_chosen(straight, uncaptioned_share) else spec.caption
         rel = f"videos/{split}_{i:06d}.mp4"
         frames = to_uint8(render(spec, times))
         write_video(out / rel, np.repeat(frames[..., None], 3, axis=-1), rate, crf=crf)
